@@ -1,0 +1,373 @@
+//! `-B`: decide between a full backup, an increment and nothing, the way
+//! ZODB's repozo decides, and write the new files durably.
+//!
+//! The decision (repozo's `do_backup`): no chain or `-F` → full. With `-Q`,
+//! compare the md5 of the source over the last `.dat` range with the
+//! recorded one; without it, compare the md5 of the whole chain with the md5
+//! of the same-length prefix of the source. Equal → increment from the
+//! chain's end (nothing when no transaction was committed since), source
+//! shorter or different → full (the database was packed).
+//!
+//! Files are published in an order that keeps every earlier state
+//! recoverable: the data file, then its `.index`, then the `.dat` line that
+//! makes it part of the chain.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::dat::{self, DatLine};
+use crate::durable::{self, TempFile};
+use crate::error::{Error, IoContext, Result};
+use crate::fstorage::{self, Scan};
+use crate::index::Index;
+use crate::pipeline::{self, CopyError, Sink};
+use crate::repo::{self, DataFile};
+use crate::stamp::{DataName, Kind, Stamp};
+use crate::Log;
+
+/// What `-B` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Repository directory, as given (written into `.dat` lines).
+    pub repository: PathBuf,
+    /// The source `Data.fs`.
+    pub file: PathBuf,
+    /// `-F`
+    pub full: bool,
+    /// `-Q`
+    pub quick: bool,
+    /// `-z`
+    pub gzip: bool,
+    /// `-k`
+    pub kill_old: bool,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new chain starts with this file holding `[0, end)`.
+    Full { name: String, end: u64, md5: String },
+    /// The chain grew by this file holding `[start, end)`.
+    Incremental {
+        name: String,
+        start: u64,
+        end: u64,
+        md5: String,
+    },
+    /// No transaction was committed since the last backup.
+    NothingToDo,
+}
+
+/// Why a full backup is made (for `-v`).
+enum Reason {
+    Forced,
+    NoChain,
+    MissingDat,
+    Shrunk,
+    Changed,
+}
+
+impl Reason {
+    fn text(&self) -> &'static str {
+        match self {
+            Reason::Forced => "doing a full backup (-F)",
+            Reason::NoChain => "no backup yet: doing a full backup",
+            Reason::MissingDat => "missing or empty .dat file (full backup)",
+            Reason::Shrunk => "file shrunk, possibly because of a pack (full backup)",
+            Reason::Changed => "file changed, possibly because of a pack (full backup)",
+        }
+    }
+}
+
+/// Run a backup.
+pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
+    let repo = &opts.repository;
+    let listing = repo::list(repo)?;
+    for p in &listing.skipped {
+        log.note(format_args!(
+            "ignoring {} (not a regular file)",
+            p.display()
+        ));
+    }
+    // The source: opened read-only, always.
+    let src = File::open(&opts.file).ctx("open", &opts.file)?;
+    let size = fstorage::check_magic(&src, &opts.file)?;
+
+    // The newest chain, whatever the clock says (a clock that went back
+    // must not make us start an out-of-order chain).
+    let chain = repo::chain_at(&listing.files, None);
+    let decision = if opts.full {
+        Err(Reason::Forced)
+    } else if chain.is_empty() {
+        Err(Reason::NoChain)
+    } else if opts.quick {
+        decide_quick(opts, &src, size, &chain, log)?
+    } else {
+        decide_full_check(opts, &src, size, &chain, log)?
+    };
+
+    let stamp = new_stamp(&listing, log)?;
+    match decision {
+        Err(reason) => {
+            log.note(format_args!("{}", reason.text()));
+            let scan = fstorage::scan_from(&src, &opts.file, size, 4, Index::new())?;
+            write_full(opts, &listing, &src, scan, stamp, log)
+        }
+        Ok(start) => {
+            let scan = fstorage::scan_from(&src, &opts.file, size, 4, Index::new())?;
+            if scan.end == start {
+                log.note(format_args!("No changes, nothing to do"));
+                return Ok(Outcome::NothingToDo);
+            }
+            if scan.end < start {
+                // The backed-up bytes match but the source's committed
+                // data now ends before them: not a state we can extend.
+                log.note(format_args!(
+                    "committed data ends at {} before the backed-up {start} (full backup)",
+                    scan.end
+                ));
+                return write_full(opts, &listing, &src, scan, stamp, log);
+            }
+            log.note(format_args!("doing incremental, starting at: {start}"));
+            write_incremental(opts, &chain[0], &src, scan, start, stamp, log)
+        }
+    }
+}
+
+/// `-Q`: trust the last `.dat` line. `Ok(Ok(end))` to extend from `end`.
+fn decide_quick(
+    opts: &BackupOptions,
+    src: &File,
+    size: u64,
+    chain: &[DataFile],
+    log: &Log,
+) -> Result<std::result::Result<u64, Reason>> {
+    let dat_path = repo::dat_path(&opts.repository, &chain[0]);
+    let last: Option<DatLine> = dat::read(&dat_path)?.and_then(|l| l.last().cloned());
+    let Some(last) = last else {
+        return Ok(Err(Reason::MissingDat));
+    };
+    if size < last.end {
+        return Ok(Err(Reason::Shrunk));
+    }
+    let srcsum = pipeline::md5_range(src, &opts.file, last.start, last.len())?;
+    log.note(format_args!("last incremental file: {}", last.name));
+    log.note(format_args!("last incremental checksum: {}", last.md5));
+    log.note(format_args!(
+        "source checksum range: [{}..{}], sum: {srcsum}",
+        last.start, last.end
+    ));
+    if srcsum == last.md5 {
+        Ok(Ok(last.end))
+    } else {
+        Ok(Err(Reason::Changed))
+    }
+}
+
+/// Without `-Q`: compare the whole chain with the source's prefix.
+fn decide_full_check(
+    opts: &BackupOptions,
+    src: &File,
+    size: u64,
+    chain: &[DataFile],
+    log: &Log,
+) -> Result<std::result::Result<u64, Reason>> {
+    let mut md5 = Md5::new();
+    let mut reposz = 0u64;
+    for f in chain {
+        reposz += pipeline::stream_data(&f.path, f.name.gzip, &mut md5, None)?;
+    }
+    let reposum = pipeline::hex(&md5.finalize());
+    log.note(format_args!(
+        "repository state: {reposz} bytes, md5: {reposum}"
+    ));
+    if size < reposz {
+        return Ok(Err(Reason::Shrunk));
+    }
+    let srcsum = pipeline::md5_range(src, &opts.file, 0, reposz)?;
+    log.note(format_args!(
+        "backed up state : {reposz} bytes, md5: {srcsum}"
+    ));
+    if srcsum == reposum {
+        Ok(Ok(reposz))
+    } else {
+        Ok(Err(Reason::Changed))
+    }
+}
+
+/// The stamp for a new backup: now, or one second after the newest stamp in
+/// the repository if that is not earlier, so stamps strictly increase.
+fn new_stamp(listing: &repo::Listing, log: &Log) -> Result<Stamp> {
+    let now = Stamp::now()?;
+    match listing.newest_stamp {
+        Some(newest) if newest >= now => {
+            let s = newest.next_second();
+            log.note(format_args!(
+                "the repository already has a backup at {newest}; naming this one {s}"
+            ));
+            Ok(s)
+        }
+        _ => Ok(now),
+    }
+}
+
+/// Copy `[start, end)` of the source into a new data file; returns its md5.
+fn write_data(
+    opts: &BackupOptions,
+    src: &File,
+    start: u64,
+    end: u64,
+    dest: &Path,
+) -> Result<String> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::WouldOverwrite(dest.to_path_buf()));
+    }
+    let mut tmp = TempFile::new_in(&opts.repository)?;
+    let tmp_path = tmp.path().to_path_buf();
+    let mut sink = Sink::new(tmp.take(), opts.gzip);
+    let mut md5 = Md5::new();
+    copy_range(
+        src,
+        &opts.file,
+        start,
+        end - start,
+        &mut md5,
+        &mut sink,
+        &tmp_path,
+    )?;
+    let file = sink.finish().ctx("write", &tmp_path)?;
+    tmp.put_back(file);
+    tmp.publish(dest, false)?;
+    Ok(pipeline::hex(&md5.finalize()))
+}
+
+fn copy_range(
+    src: &File,
+    src_path: &Path,
+    start: u64,
+    len: u64,
+    md5: &mut Md5,
+    out: &mut dyn Write,
+    out_path: &Path,
+) -> Result<()> {
+    pipeline::copy_range(src, start, len, md5, Some(out)).map_err(|e| match e {
+        CopyError::Read(e) => Error::io("read", src_path, e),
+        CopyError::Write(e) => Error::io("write", out_path, e),
+    })
+}
+
+/// Write the `.index` for a backup ending at `end`.
+fn write_index(opts: &BackupOptions, index: &Index, end: u64, dest: &Path) -> Result<()> {
+    let mut tmp = TempFile::new_in(&opts.repository)?;
+    let tmp_path = tmp.path().to_path_buf();
+    {
+        let mut w = BufWriter::with_capacity(pipeline::CHUNK, tmp.file());
+        index.write_to(end, &mut w).ctx("write", &tmp_path)?;
+        w.flush().ctx("write", &tmp_path)?;
+    }
+    tmp.publish(dest, true)
+}
+
+fn write_full(
+    opts: &BackupOptions,
+    listing: &repo::Listing,
+    src: &File,
+    scan: Scan,
+    stamp: Stamp,
+    log: &Log,
+) -> Result<Outcome> {
+    let name = DataName {
+        stamp,
+        kind: Kind::Full,
+        gzip: opts.gzip,
+    };
+    let repo = &opts.repository;
+    let dest = repo.join(name.file_name());
+    log.note(format_args!(
+        "writing full backup: {} bytes to {}",
+        scan.end,
+        dest.display()
+    ));
+    let md5 = write_data(opts, src, 0, scan.end, &dest)?;
+    log.note(format_args!("writing index: {} objects", scan.index.len()));
+    write_index(opts, &scan.index, scan.end, &repo.join(name.index_name()))?;
+    let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &md5);
+    durable::write_file(repo, &repo.join(name.dat_name()), &line)?;
+    log.note(format_args!("full backup done: md5 {md5}"));
+    if opts.kill_old {
+        delete_old_backups(repo, listing, &name, log)?;
+    }
+    Ok(Outcome::Full {
+        name: name.file_name(),
+        end: scan.end,
+        md5,
+    })
+}
+
+fn write_incremental(
+    opts: &BackupOptions,
+    head: &DataFile,
+    src: &File,
+    scan: Scan,
+    start: u64,
+    stamp: Stamp,
+    log: &Log,
+) -> Result<Outcome> {
+    let name = DataName {
+        stamp,
+        kind: Kind::Incremental,
+        gzip: opts.gzip,
+    };
+    let repo = &opts.repository;
+    let dest = repo.join(name.file_name());
+    log.note(format_args!(
+        "writing incremental: {} bytes to {}",
+        scan.end - start,
+        dest.display()
+    ));
+    let md5 = write_data(opts, src, start, scan.end, &dest)?;
+    log.note(format_args!("writing index: {} objects", scan.index.len()));
+    write_index(opts, &scan.index, scan.end, &repo.join(name.index_name()))?;
+    let line = dat::format_line(repo, &name.file_name(), start, scan.end, &md5);
+    let dat_path = repo::dat_path(repo, head);
+    durable::append_line(&dat_path, &line)?;
+    log.note(format_args!("incremental backup done: md5 {md5}"));
+    Ok(Outcome::Incremental {
+        name: name.file_name(),
+        start,
+        end: scan.end,
+        md5,
+    })
+}
+
+/// `-k`: remove every data file older than the full backup just written,
+/// with its `.dat` and `.index`.
+fn delete_old_backups(
+    repo: &Path,
+    listing: &repo::Listing,
+    keep: &DataName,
+    log: &Log,
+) -> Result<()> {
+    for f in &listing.files {
+        if f.name >= *keep {
+            continue;
+        }
+        log.note(format_args!(
+            "removing old backup file {} (and .dat / .index)",
+            f.file_name()
+        ));
+        for extra in [f.name.dat_name(), f.name.index_name()] {
+            let p = repo.join(extra);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &p, e)),
+            }
+        }
+        std::fs::remove_file(&f.path).ctx("remove", &f.path)?;
+    }
+    durable::sync_dir(repo)
+}

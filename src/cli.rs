@@ -1,0 +1,585 @@
+//! Command-line options, parsed the way ZODB's repozo parses them with
+//! Python's `getopt`: clustered short flags (`-BQr DIR`), values attached or
+//! separate (`-rDIR`, `-r DIR`), long options with `=` or a separate value,
+//! unique prefixes of long options (`--rep`), and the first non-option
+//! argument ends the options and is an error.
+//!
+//! Parsing is plain data in, plain data out: [`parse`] never touches the
+//! file system, so it is tested without starting a process.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// The usage text, as repozo's docstring with our program name.
+pub const USAGE: &str = "\
+repozo -- incremental and full backups of a Data.fs file and index.
+
+Usage: repozo [options]
+Where:
+
+    Exactly one of -B, -R, or -V must be specified:
+
+    -B / --backup
+        Backup current ZODB file.
+
+    -R / --recover
+        Restore a ZODB file from a backup.
+
+    -V / --verify
+        Verify backup integrity.
+
+    -v / --verbose
+        Verbose mode.
+
+    -h / --help
+        Print this text and exit.
+
+    -r dir
+    --repository=dir
+        Repository directory containing the backup files.  This argument
+        is required.  The directory must already exist.  You should not
+        edit the files in this directory, or add your own files to it.
+
+Options for -B/--backup:
+    -f file
+    --file=file
+        Source Data.fs file.  This argument is required.
+
+    -F / --full
+        Force a full backup.  By default, an incremental backup is made
+        if possible (e.g., if a pack has occurred since the last
+        incremental backup, a full backup is necessary).
+
+    -Q / --quick
+        Verify via md5 checksum only the last incremental written.  This
+        significantly reduces the disk i/o at the (theoretical) cost of
+        inconsistency.  This is a probabilistic way of determining whether
+        a full backup is necessary.
+
+    -z / --gzip
+        Compress with gzip the backup files.  By default, gzip compression
+        is not used.
+
+    -k / --kill-old-on-full
+        If a full backup is created, remove any prior full or incremental
+        backup files (and associated metadata files) from the repository
+        directory.
+
+Options for -R/--recover:
+    -D str
+    --date=str
+        Recover state as of this date.  Specify UTC (not local) time.
+            yyyy-mm-dd[-hh[-mm[-ss]]]
+        By default, current time is used.
+
+    -o filename
+    --output=filename
+        Write recovered ZODB to given file.  By default, the file is
+        written to stdout.
+
+        Note:  for the stdout case, the index file will **not** be restored
+        automatically.
+
+    -w
+    --with-verify
+        Verify on the fly the backup files on recovering. This option runs
+        the same checks as when repozo is run in -V/--verify mode, and
+        allows to verify and recover a backup in one single step. If a sanity
+        check fails, the output file is left as it was.
+
+Options for -V/--verify:
+    -Q / --quick
+        Verify file sizes only (skip md5 checksums).
+";
+
+/// Which of the three operations to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Backup,
+    Recover,
+    Verify,
+}
+
+/// Everything the command line said, after repozo's sanity checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub mode: Mode,
+    pub verbose: bool,
+    /// The repository directory exactly as given (it is written into `.dat`
+    /// lines as is, like repozo does).
+    pub repository: PathBuf,
+    pub file: Option<PathBuf>,
+    pub full: bool,
+    pub quick: bool,
+    pub gzip: bool,
+    pub kill_old: bool,
+    pub date: Option<String>,
+    pub output: Option<PathBuf>,
+    pub with_verify: bool,
+    /// Options that do not apply to the mode and were ignored; printed
+    /// under `-v`, as repozo logs them.
+    pub ignored: Vec<&'static str>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Run(Options),
+}
+
+/// Long options, as repozo declares them to getopt (`=` takes a value).
+const LONG: &[&str] = &[
+    "backup",
+    "recover",
+    "verify",
+    "verbose",
+    "help",
+    "repository=",
+    "file=",
+    "full",
+    "quick",
+    "gzip",
+    "kill-old-on-full",
+    "date=",
+    "output=",
+    "with-verify",
+];
+
+/// Short option letters; those followed by `:` take a value.
+const SHORT: &str = "BRVvhr:f:FQzkD:o:w";
+
+/// Resolve a (possibly abbreviated) long option name the way getopt does.
+fn resolve_long(name: &str) -> Result<(&'static str, bool)> {
+    let candidates: Vec<&'static str> = LONG
+        .iter()
+        .copied()
+        .filter(|o| o.starts_with(name))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::Usage(format!("option --{name} not recognized")));
+    }
+    for c in &candidates {
+        let bare = c.trim_end_matches('=');
+        if bare == name {
+            return Ok((bare, c.ends_with('=')));
+        }
+    }
+    if candidates.len() > 1 {
+        return Err(Error::Usage(format!("option --{name} not a unique prefix")));
+    }
+    let c = candidates[0];
+    Ok((c.trim_end_matches('='), c.ends_with('=')))
+}
+
+fn short_takes_value(c: char) -> Option<bool> {
+    let mut chars = SHORT.chars().peekable();
+    while let Some(x) = chars.next() {
+        let takes = chars.peek() == Some(&':');
+        if takes {
+            chars.next();
+        }
+        if x == c {
+            return Some(takes);
+        }
+    }
+    None
+}
+
+/// Map a short letter to its long name.
+fn short_to_long(c: char) -> &'static str {
+    match c {
+        'B' => "backup",
+        'R' => "recover",
+        'V' => "verify",
+        'v' => "verbose",
+        'h' => "help",
+        'r' => "repository",
+        'f' => "file",
+        'F' => "full",
+        'Q' => "quick",
+        'z' => "gzip",
+        'k' => "kill-old-on-full",
+        'D' => "date",
+        'o' => "output",
+        'w' => "with-verify",
+        _ => unreachable!("letter checked against SHORT"),
+    }
+}
+
+/// Parse the arguments after the program name.
+pub fn parse<I>(args: I) -> Result<Command>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::Arg;
+
+    // First pass: getopt's own work, turning the words into (option, value)
+    // pairs; any getopt error comes before the options are acted on.
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut opts: Vec<(&'static str, Option<OsString>)> = Vec::new();
+    let mut rest: Vec<OsString> = Vec::new();
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => return Err(Error::Usage(e.to_string())),
+        };
+        match arg {
+            Arg::Short(c) => {
+                let takes = short_takes_value(c)
+                    .ok_or_else(|| Error::Usage(format!("option -{c} not recognized")))?;
+                let value = if takes {
+                    Some(
+                        parser
+                            .value()
+                            .map_err(|_| Error::Usage(format!("option -{c} requires argument")))?,
+                    )
+                } else {
+                    None
+                };
+                opts.push((short_to_long(c), value));
+            }
+            Arg::Long(name) => {
+                let name = name.to_string();
+                let (long, takes) = resolve_long(&name)?;
+                let value =
+                    if takes {
+                        Some(parser.value().map_err(|_| {
+                            Error::Usage(format!("option --{long} requires argument"))
+                        })?)
+                    } else {
+                        if parser.optional_value().is_some() {
+                            return Err(Error::Usage(format!(
+                                "option --{long} must not have an argument"
+                            )));
+                        }
+                        None
+                    };
+                opts.push((long, value));
+            }
+            Arg::Value(v) => {
+                // getopt stops at the first non-option; everything from
+                // here on is an argument, and repozo takes none.
+                rest.push(v);
+                if let Ok(raw) = parser.raw_args() {
+                    rest.extend(raw);
+                }
+                break;
+            }
+        }
+    }
+
+    // Second pass: repozo's loop over the options, in order.
+    let mut mode: Option<Mode> = None;
+    let mut verbose = false;
+    let mut repository = None;
+    let mut file = None;
+    let (mut full, mut quick, mut gzip, mut kill_old, mut with_verify) =
+        (false, false, false, false, false);
+    let mut date: Option<String> = None;
+    let mut output = None;
+    for (opt, value) in opts {
+        let mut set_mode = |m: Mode| -> Result<()> {
+            if mode.is_some() {
+                return Err(Error::Usage("-B, -R, and -V are mutually exclusive".into()));
+            }
+            mode = Some(m);
+            Ok(())
+        };
+        match opt {
+            "help" => return Ok(Command::Help),
+            "verbose" => verbose = true,
+            "recover" => set_mode(Mode::Recover)?,
+            "backup" => set_mode(Mode::Backup)?,
+            "verify" => set_mode(Mode::Verify)?,
+            "quick" => quick = true,
+            "file" => file = value.map(PathBuf::from),
+            "repository" => repository = value.map(PathBuf::from),
+            "full" => full = true,
+            "date" => {
+                let v = value.expect("date takes a value");
+                date = Some(
+                    v.into_string()
+                        .map_err(|v| Error::BadDate(v.to_string_lossy().into_owned()))?,
+                );
+            }
+            "output" => output = value.map(PathBuf::from),
+            "gzip" => gzip = true,
+            "kill-old-on-full" => kill_old = true,
+            "with-verify" => with_verify = true,
+            other => unreachable!("option {other} resolved from LONG"),
+        }
+    }
+
+    if !rest.is_empty() {
+        let words: Vec<String> = rest
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return Err(Error::Usage(format!(
+            "Invalid arguments: {}",
+            words.join(", ")
+        )));
+    }
+    let mode = mode
+        .ok_or_else(|| Error::Usage("Either --backup, --recover or --verify is required".into()))?;
+    let repository = repository.ok_or_else(|| Error::Usage("--repository is required".into()))?;
+
+    let mut ignored = Vec::new();
+    match mode {
+        Mode::Backup => {
+            if date.take().is_some() {
+                ignored.push("--date option is ignored in backup mode");
+            }
+            if output.take().is_some() {
+                ignored.push("--output option is ignored in backup mode");
+            }
+            if std::mem::take(&mut with_verify) {
+                ignored.push("--with-verify option is ignored in backup mode");
+            }
+            if file
+                .as_ref()
+                .is_none_or(|f: &PathBuf| f.as_os_str().is_empty())
+            {
+                return Err(Error::Usage("--file is required in backup mode".into()));
+            }
+        }
+        Mode::Recover => {
+            if file.take().is_some() {
+                ignored.push("--file option is ignored in recover mode");
+            }
+            if std::mem::take(&mut kill_old) {
+                ignored.push("--kill-old-on-full option is ignored in recover mode");
+            }
+        }
+        Mode::Verify => {
+            if date.take().is_some() {
+                ignored.push("--date option is ignored in verify mode");
+            }
+            if output.take().is_some() {
+                ignored.push("--output option is ignored in verify mode");
+            }
+            if std::mem::take(&mut full) {
+                ignored.push("--full option is ignored in verify mode");
+            }
+            if std::mem::take(&mut gzip) {
+                ignored.push("--gzip option is ignored in verify mode");
+            }
+            if file.take().is_some() {
+                ignored.push("--file option is ignored in verify mode");
+            }
+            if std::mem::take(&mut kill_old) {
+                ignored.push("--kill-old-on-full option is ignored in verify mode");
+            }
+            if std::mem::take(&mut with_verify) {
+                ignored.push("--with-verify option is ignored in verify mode");
+            }
+        }
+    }
+
+    Ok(Command::Run(Options {
+        mode,
+        verbose,
+        repository,
+        file,
+        full,
+        quick,
+        gzip,
+        kill_old,
+        date,
+        output,
+        with_verify,
+        ignored,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Options> {
+        match parse(args.iter().copied())? {
+            Command::Run(o) => Ok(o),
+            Command::Help => panic!("unexpected help"),
+        }
+    }
+
+    fn usage_err(args: &[&str]) -> String {
+        match parse(args.iter().copied()) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("expected a usage error for {args:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clustered_short_flags_with_value() -> Result<()> {
+        let o = run(&["-BQr", "repo", "-f", "Data.fs"])?;
+        assert_eq!(o.mode, Mode::Backup);
+        assert!(o.quick);
+        assert_eq!(o.repository, PathBuf::from("repo"));
+        let o = run(&["-BFzvrrepo", "-fData.fs"])?;
+        assert!(o.full && o.gzip && o.verbose);
+        assert_eq!(o.repository, PathBuf::from("repo"));
+        assert_eq!(o.file, Some(PathBuf::from("Data.fs")));
+        Ok(())
+    }
+
+    #[test]
+    fn long_options_equals_separate_and_prefixes() -> Result<()> {
+        let o = run(&["--back", "--rep", "r", "--file=x", "--qu", "--gz"])?;
+        assert_eq!(o.mode, Mode::Backup);
+        assert!(o.quick && o.gzip);
+        assert_eq!(o.repository, PathBuf::from("r"));
+        assert_eq!(o.file, Some(PathBuf::from("x")));
+        let o = run(&[
+            "--recover",
+            "--repository=r",
+            "--date",
+            "2020-01-01",
+            "-o",
+            "out",
+            "-w",
+        ])?;
+        assert_eq!(o.mode, Mode::Recover);
+        assert_eq!(o.date.as_deref(), Some("2020-01-01"));
+        assert_eq!(o.output, Some(PathBuf::from("out")));
+        assert!(o.with_verify);
+        // an exact match wins over longer candidates
+        let o = run(&["--verify", "-r", "r"])?;
+        assert_eq!(o.mode, Mode::Verify);
+        let o = run(&["--verbose", "-V", "-r", "r"])?;
+        assert!(o.verbose);
+        Ok(())
+    }
+
+    #[test]
+    fn values_may_look_like_options() -> Result<()> {
+        let o = run(&["-B", "-r", "-f", "-f", "-B"]);
+        // "-B" appears twice: once as the mode, once as the value of -f
+        let o = o?;
+        assert_eq!(o.repository, PathBuf::from("-f"));
+        assert_eq!(o.file, Some(PathBuf::from("-B")));
+        Ok(())
+    }
+
+    #[test]
+    fn getopt_errors() {
+        assert_eq!(
+            usage_err(&["--ver", "-r", "r"]),
+            "option --ver not a unique prefix"
+        );
+        assert_eq!(usage_err(&["--nope"]), "option --nope not recognized");
+        assert_eq!(usage_err(&["-x"]), "option -x not recognized");
+        assert_eq!(usage_err(&["-B", "-r"]), "option -r requires argument");
+        assert_eq!(
+            usage_err(&["-B", "--rep"]),
+            "option --repository requires argument"
+        );
+        assert_eq!(
+            usage_err(&["--backup=yes", "-r", "r"]),
+            "option --backup must not have an argument"
+        );
+        assert_eq!(
+            usage_err(&["-B", "-r", "r", "-f", "x", "extra", "-v", "more"]),
+            "Invalid arguments: extra, -v, more"
+        );
+        assert_eq!(
+            usage_err(&["-B", "-r", "r", "-f", "x", "--", "a"]),
+            "Invalid arguments: a"
+        );
+    }
+
+    #[test]
+    fn repozo_sanity_checks() {
+        assert_eq!(
+            usage_err(&["-B", "-R"]),
+            "-B, -R, and -V are mutually exclusive"
+        );
+        assert_eq!(
+            usage_err(&["-B", "-B"]),
+            "-B, -R, and -V are mutually exclusive"
+        );
+        assert_eq!(
+            usage_err(&["-r", "r"]),
+            "Either --backup, --recover or --verify is required"
+        );
+        assert_eq!(usage_err(&["-R"]), "--repository is required");
+        assert_eq!(
+            usage_err(&["-B", "-r", "r"]),
+            "--file is required in backup mode"
+        );
+    }
+
+    #[test]
+    fn help_wins_unless_an_error_comes_first() {
+        assert_eq!(parse(["-h"]).ok(), Some(Command::Help));
+        assert_eq!(parse(["-B", "--help", "--bogus"]).ok(), None);
+        assert_eq!(parse(["-B", "--he"]).ok(), Some(Command::Help));
+        assert_eq!(
+            usage_err(&["-B", "-R", "-h"]),
+            "-B, -R, and -V are mutually exclusive"
+        );
+    }
+
+    #[test]
+    fn options_not_for_the_mode_are_ignored_with_a_note() -> Result<()> {
+        let o = run(&[
+            "-V",
+            "-r",
+            "r",
+            "-D",
+            "2020-01-01",
+            "-o",
+            "x",
+            "-F",
+            "-z",
+            "-f",
+            "y",
+            "-k",
+            "-w",
+        ])?;
+        assert_eq!(o.date, None);
+        assert_eq!(o.output, None);
+        assert!(!o.full && !o.gzip && !o.kill_old && !o.with_verify);
+        assert_eq!(o.file, None);
+        assert_eq!(o.ignored.len(), 7);
+        let o = run(&["-R", "-r", "r", "-f", "y", "-k"])?;
+        assert_eq!(o.file, None);
+        assert!(!o.kill_old);
+        let o = run(&[
+            "-B",
+            "-r",
+            "r",
+            "-f",
+            "y",
+            "-D",
+            "2020-01-01",
+            "-o",
+            "z",
+            "-w",
+        ])?;
+        assert_eq!((o.date, o.output, o.with_verify), (None, None, false));
+        assert_eq!(o.ignored.len(), 3);
+        Ok(())
+    }
+
+    /// Every combination of a few interesting words parses without a panic,
+    /// and the outcome does not depend on clustering.
+    #[test]
+    fn exhaustive_small_combinations() {
+        let words = [
+            "-B", "-R", "-V", "-Q", "-rR", "-f", "F", "--rep", "--ver", "-h", "x", "--",
+        ];
+        for a in words {
+            for b in words {
+                for c in words {
+                    let _ = parse([a, b, c]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Reading a FileStorage (`Data.fs`) the way ZODB's `read_index` does with
+//! `read_only=True`: check the magic, walk the transaction records, and find
+//! the end of the last committed transaction, building the oid → position
+//! index on the way.
+//!
+//! Layout (see ZODB's `FileStorage/format.py`): a 4-byte magic (`FS30`, or
+//! `FS21` from Python 2), then transactions. A transaction header is
+//! `tid(8) length(8) status(1) ulen(2) dlen(2) elen(2)` (big-endian) followed
+//! by user, description and extension bytes, then data records, then the
+//! length again (8 bytes). A data record header is
+//! `oid(8) tid(8) prev(8) tloc(8) vlen(2) plen(8)`, followed by `plen` bytes
+//! of pickle, or by an 8-byte back pointer when `plen` is 0.
+//!
+//! A transaction whose status is `c` (still being committed) or whose length
+//! runs past the end of the file ends the scan: it and everything after it
+//! are not committed. Damage that ZODB refuses (`panic` in `read_index`) is
+//! an error here too.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::index::{Index, MAX_POS};
+
+/// Transaction header length.
+pub const TRANS_HDR_LEN: u64 = 23;
+/// Data record header length.
+pub const DATA_HDR_LEN: u64 = 42;
+/// Magic of FileStorage files written by ZODB on Python 3.
+pub const MAGIC_FS30: &[u8; 4] = b"FS30";
+/// Magic of FileStorage files written by ZODB on Python 2 (same layout).
+pub const MAGIC_FS21: &[u8; 4] = b"FS21";
+
+/// Bytes read from the source per `pread` while scanning headers. Records
+/// are usually far smaller, so most headers come out of the window; a large
+/// record is skipped by moving the window.
+const WINDOW: usize = 1 << 20;
+
+/// The outcome of a scan.
+#[derive(Debug)]
+pub struct Scan {
+    /// End of the last committed transaction: what a backup copies up to.
+    pub end: u64,
+    /// Size of the file when the scan started.
+    pub size: u64,
+    /// oid → position of the newest committed data record.
+    pub index: Index,
+    /// Number of committed transactions scanned (undone ones included).
+    pub transactions: u64,
+}
+
+/// A read-only window over the file, so that header reads do not each cost
+/// a system call.
+struct Window<'a> {
+    file: &'a File,
+    /// Reads never go past this offset: bytes appended while we scan are
+    /// not ours to judge.
+    limit: u64,
+    buf: Vec<u8>,
+    start: u64,
+    len: usize,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a File, limit: u64) -> Self {
+        Window {
+            file,
+            limit,
+            buf: vec![0; WINDOW],
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// Up to `n` bytes at `pos` (fewer at the end of the file).
+    fn get(&mut self, pos: u64, n: usize) -> io::Result<&[u8]> {
+        debug_assert!(n <= WINDOW);
+        let in_window = pos >= self.start && pos + n as u64 <= self.start + self.len as u64;
+        if !in_window {
+            let want = (self.limit.saturating_sub(pos)).min(WINDOW as u64) as usize;
+            let mut got = 0;
+            while got < want {
+                match self
+                    .file
+                    .read_at(&mut self.buf[got..want], pos + got as u64)
+                {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.start = pos;
+            self.len = got;
+        }
+        let off = (pos - self.start) as usize;
+        let end = (off + n).min(self.len);
+        Ok(&self.buf[off.min(end)..end])
+    }
+
+    fn u64_at(&mut self, pos: u64) -> io::Result<Option<u64>> {
+        let b = self.get(pos, 8)?;
+        Ok(if b.len() == 8 {
+            Some(u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        } else {
+            None
+        })
+    }
+}
+
+fn be16(b: &[u8]) -> u64 {
+    u16::from_be_bytes([b[0], b[1]]) as u64
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+/// Check the magic of an open source file; returns its size.
+pub fn check_magic(file: &File, path: &Path) -> Result<u64> {
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let bad = |reason: String| Error::NotFileStorage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if size == 0 {
+        return Err(bad("the file is empty".into()));
+    }
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match file.read_at(&mut magic[got..], got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    if got < 4 || (&magic != MAGIC_FS30 && &magic != MAGIC_FS21) {
+        return Err(bad(format!(
+            "bad magic {:?} (expected FS30 or FS21)",
+            String::from_utf8_lossy(&magic[..got])
+        )));
+    }
+    Ok(size)
+}
+
+/// Scan `file` from `start` (4 for a whole file, or the position an
+/// existing `index` is valid up to) and return where the committed data
+/// ends. `size` bounds the scan (normally the file's size at open).
+pub fn scan_from(
+    file: &File,
+    path: &Path,
+    size: u64,
+    start: u64,
+    mut index: Index,
+) -> Result<Scan> {
+    let corrupt = |pos: u64, what: &str| Error::NotFileStorage {
+        path: path.to_path_buf(),
+        reason: format!("{what} at {pos}"),
+    };
+    let ioerr = |e| Error::io("read", path, e);
+    let mut w = Window::new(file, size);
+    let mut pos = start;
+    let mut transactions = 0u64;
+    let mut tindex: Vec<(u64, u64)> = Vec::new();
+    loop {
+        let h = w.get(pos, TRANS_HDR_LEN as usize).map_err(ioerr)?;
+        if h.len() < TRANS_HDR_LEN as usize {
+            // nothing more, or a header cut short by the end of the file
+            break;
+        }
+        let tl = be64(&h[8..16]);
+        let status = h[16];
+        let hl = TRANS_HDR_LEN + be16(&h[17..19]) + be16(&h[19..21]) + be16(&h[21..23]);
+        if pos as u128 + tl as u128 + 8 > size as u128 || status == b'c' {
+            // unfinished (or cut short): not committed
+            break;
+        }
+        if !status.is_ascii() {
+            return Err(corrupt(
+                pos,
+                &format!("invalid transaction status byte 0x{status:02x}"),
+            ));
+        }
+        if tl < hl {
+            // ZODB: bad data in the middle, or junk at the end after a crash?
+            let rtl = w.u64_at(size - 8).map_err(ioerr)?.unwrap_or(0);
+            if (size as i128 - rtl as i128) < pos as i128 || rtl < TRANS_HDR_LEN {
+                break;
+            }
+            return Err(corrupt(pos, "invalid transaction header"));
+        }
+        let tpos = pos;
+        let tend = tpos + tl;
+        if status == b'u' {
+            if w.u64_at(tend).map_err(ioerr)? != Some(tl) {
+                return Err(corrupt(tpos, "inconsistent transaction length"));
+            }
+            pos = tend + 8;
+            transactions += 1;
+            continue;
+        }
+        tindex.clear();
+        let mut dpos = tpos + hl;
+        while dpos < tend {
+            let d = w.get(dpos, DATA_HDR_LEN as usize + 8).map_err(ioerr)?;
+            if d.len() < DATA_HDR_LEN as usize {
+                return Err(corrupt(dpos, "data record header cut short"));
+            }
+            let oid = be64(&d[0..8]);
+            let tloc = be64(&d[24..32]);
+            let vlen = be16(&d[32..34]);
+            let plen = be64(&d[34..42]);
+            if vlen != 0 {
+                return Err(corrupt(dpos, "data record with a version (unsupported)"));
+            }
+            if plen == 0 && d.len() < DATA_HDR_LEN as usize + 8 {
+                return Err(corrupt(dpos, "back pointer cut short"));
+            }
+            let dlen = DATA_HDR_LEN as u128 + if plen == 0 { 8 } else { plen as u128 };
+            if dpos as u128 + dlen > tend as u128 || tloc != tpos {
+                return Err(corrupt(dpos, "data record exceeds transaction record"));
+            }
+            if dpos > MAX_POS {
+                return Err(corrupt(dpos, "position too large for an index"));
+            }
+            tindex.push((oid, dpos));
+            dpos += dlen as u64;
+        }
+        if dpos != tend {
+            return Err(corrupt(tpos, "data records don't add up"));
+        }
+        if w.u64_at(tend).map_err(ioerr)? != Some(tl) {
+            return Err(corrupt(tend, "redundant transaction length check failed"));
+        }
+        for &(oid, p) in &tindex {
+            index.insert(oid, p);
+        }
+        transactions += 1;
+        pos = tend + 8;
+    }
+    Ok(Scan {
+        end: pos,
+        size,
+        index,
+        transactions,
+    })
+}
+
+/// Open-and-scan convenience: check the magic and scan the whole file.
+pub fn scan(file: &File, path: &Path) -> Result<Scan> {
+    let size = check_magic(file, path)?;
+    scan_from(file, path, size, 4, Index::new())
+}
+
+/// ZODB's `_check_sanity`: does `index`, said to be valid up to `pos`, agree
+/// with the last transactions before `pos` in the file? Looks at up to five
+/// data records of the newest transactions that were not undone.
+pub fn index_is_sane(file: &File, size: u64, index: &Index, pos: u64) -> bool {
+    check_sanity(file, size, index, pos).unwrap_or(false)
+}
+
+fn check_sanity(file: &File, size: u64, index: &Index, mut pos: u64) -> io::Result<bool> {
+    if pos < 100 || size < pos {
+        return Ok(false);
+    }
+    let read = |at: u64, n: usize| -> io::Result<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match file.read_at(&mut b[got..], at + got as u64) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        b.truncate(got);
+        Ok(b)
+    };
+    let mut checked = 0;
+    let max_checked = 5;
+    // bound the walk back over undone or empty transactions
+    let mut steps = 0;
+    while checked < max_checked {
+        steps += 1;
+        if steps > 10_000 {
+            return Ok(false);
+        }
+        let b = read(pos - 8, 8)?;
+        if b.len() < 8 {
+            return Ok(false);
+        }
+        let tl = be64(&b);
+        let Some(tpos) = pos.checked_sub(tl).and_then(|p| p.checked_sub(8)) else {
+            return Ok(false);
+        };
+        if tpos < 4 {
+            return Ok(false);
+        }
+        pos = tpos;
+        let h = read(tpos, TRANS_HDR_LEN as usize)?;
+        if h.len() < TRANS_HDR_LEN as usize {
+            return Ok(false);
+        }
+        if be64(&h[8..16]) != tl {
+            return Ok(false);
+        }
+        let status = h[16];
+        if status == b'u' {
+            continue;
+        }
+        if status != b' ' && status != b'p' {
+            return Ok(false);
+        }
+        let hl = TRANS_HDR_LEN + be16(&h[17..19]) + be16(&h[19..21]) + be16(&h[21..23]);
+        if tl < hl {
+            return Ok(false);
+        }
+        let tend = tpos + tl;
+        let mut opos = tpos + hl;
+        if opos == tend {
+            continue;
+        }
+        while opos < tend && checked < max_checked {
+            let d = read(opos, DATA_HDR_LEN as usize)?;
+            if d.len() < DATA_HDR_LEN as usize || be16(&d[32..34]) != 0 {
+                return Ok(false);
+            }
+            let plen = be64(&d[34..42]);
+            let dlen = DATA_HDR_LEN + if plen == 0 { 8 } else { plen };
+            if opos.checked_add(dlen).is_none_or(|e| e > tend) || be64(&d[24..32]) != tpos {
+                return Ok(false);
+            }
+            if index.get(be64(&d[0..8])) != Some(opos) {
+                return Ok(false);
+            }
+            checked += 1;
+            opos += dlen;
+        }
+        return Ok(true);
+    }
+    Ok(true)
+}

@@ -1,0 +1,513 @@
+//! The oid → position index of a FileStorage, held compactly in memory, and
+//! its `.index` file: the stream of pickles that ZODB's `fsIndex.save(pos,
+//! fname)` writes and `fsIndex.load` reads.
+//!
+//! The file is a sequence of separate pickles: first the position the index
+//! is valid up to, then for every 6-byte oid prefix in ascending order a
+//! tuple `(prefix, bucket)` where `bucket` is the fsBucket string (all the
+//! 2-byte oid suffixes, then all the 6-byte big-endian positions), and last
+//! `None`. ZODB writes protocol 3 with `fast = True` (no memo), which is what
+//! [`Index::write_to`] produces byte for byte. [`Index::read_from`] also
+//! reads protocol 2 and memoizing writers.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+/// Largest position a 6-byte index entry can hold.
+pub const MAX_POS: u64 = (1 << 48) - 1;
+
+/// oid → position of the newest data record of that oid.
+///
+/// Stored as ZODB does: per 6-byte oid prefix a sorted vector of entries,
+/// each packing the 2-byte suffix and the 6-byte position into one `u64`,
+/// so an object costs 8 bytes (16 at worst while a vector grows).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Index {
+    buckets: BTreeMap<u64, Vec<u64>>,
+    len: usize,
+}
+
+#[inline]
+fn pack(suffix: u16, pos: u64) -> u64 {
+    ((suffix as u64) << 48) | pos
+}
+
+#[inline]
+fn suffix_of(e: u64) -> u16 {
+    (e >> 48) as u16
+}
+
+#[inline]
+fn pos_of(e: u64) -> u64 {
+    e & MAX_POS
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no objects.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Set the position of `oid` (8 bytes big-endian as a number).
+    /// Positions above [`MAX_POS`] are the caller's error.
+    pub fn insert(&mut self, oid: u64, pos: u64) {
+        debug_assert!(pos <= MAX_POS);
+        let prefix = oid >> 16;
+        let suffix = oid as u16;
+        let bucket = self.buckets.entry(prefix).or_default();
+        // New oids mostly arrive in ascending order: try the end first.
+        match bucket.last() {
+            Some(&last) if suffix_of(last) < suffix => {
+                bucket.push(pack(suffix, pos));
+                self.len += 1;
+            }
+            None => {
+                bucket.push(pack(suffix, pos));
+                self.len += 1;
+            }
+            _ => match bucket.binary_search_by_key(&suffix, |&e| suffix_of(e)) {
+                Ok(i) => bucket[i] = pack(suffix, pos),
+                Err(i) => {
+                    bucket.insert(i, pack(suffix, pos));
+                    self.len += 1;
+                }
+            },
+        }
+    }
+
+    /// The position of `oid`, if known.
+    pub fn get(&self, oid: u64) -> Option<u64> {
+        let bucket = self.buckets.get(&(oid >> 16))?;
+        let suffix = oid as u16;
+        bucket
+            .binary_search_by_key(&suffix, |&e| suffix_of(e))
+            .ok()
+            .map(|i| pos_of(bucket[i]))
+    }
+
+    /// All `(oid, position)` pairs in ascending oid order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().flat_map(|(&prefix, bucket)| {
+            bucket
+                .iter()
+                .map(move |&e| ((prefix << 16) | suffix_of(e) as u64, pos_of(e)))
+        })
+    }
+
+    /// Release the spare capacity of the bucket vectors.
+    pub fn shrink(&mut self) {
+        for b in self.buckets.values_mut() {
+            b.shrink_to_fit();
+        }
+    }
+
+    /// Write the `.index` pickle stream for an index valid up to `pos`,
+    /// exactly as ZODB's `fsIndex.save(pos, fname)` does.
+    pub fn write_to<W: Write>(&self, pos: u64, w: &mut W) -> io::Result<()> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&[PROTO, 3]);
+        put_int(&mut out, pos);
+        out.push(STOP);
+        w.write_all(&out)?;
+        let mut bucket_bytes = Vec::new();
+        for (&prefix, bucket) in &self.buckets {
+            if bucket.is_empty() {
+                continue;
+            }
+            bucket_bytes.clear();
+            for &e in bucket {
+                bucket_bytes.extend_from_slice(&suffix_of(e).to_be_bytes());
+            }
+            for &e in bucket {
+                bucket_bytes.extend_from_slice(&pos_of(e).to_be_bytes()[2..]);
+            }
+            out.clear();
+            out.extend_from_slice(&[PROTO, 3]);
+            put_bytes(&mut out, &prefix.to_be_bytes()[2..]);
+            put_bytes(&mut out, &bucket_bytes);
+            out.push(TUPLE2);
+            out.push(STOP);
+            w.write_all(&out)?;
+        }
+        w.write_all(&[PROTO, 3, NONE, STOP])
+    }
+
+    /// Read a `.index` stream. Returns the position and the index, or an
+    /// error message when the stream is not an fsIndex save (the old
+    /// dict-based format included: callers fall back to a scan).
+    pub fn read_from<R: Read>(r: R) -> Result<(u64, Index), String> {
+        let mut p = Unpickler::new(r);
+        let pos = match p.load()? {
+            Value::Int(n) if n >= 0 => n as u64,
+            other => return Err(format!("first pickle is {other:?}, not a position")),
+        };
+        let mut index = Index::new();
+        let mut last_prefix: Option<u64> = None;
+        loop {
+            match p.load()? {
+                Value::None => break,
+                Value::Tuple(items) if items.len() == 2 => {
+                    let (k, v) = match (&items[0], &items[1]) {
+                        (Value::Bytes(k), Value::Bytes(v)) => (k, v),
+                        _ => return Err("entry is not (bytes, bytes)".into()),
+                    };
+                    if k.len() != 6 || v.len() % 8 != 0 {
+                        return Err("malformed bucket".into());
+                    }
+                    let mut kb = [0u8; 8];
+                    kb[2..].copy_from_slice(k);
+                    let prefix = u64::from_be_bytes(kb);
+                    if last_prefix.is_some_and(|l| l >= prefix) {
+                        return Err("prefixes out of order".into());
+                    }
+                    last_prefix = Some(prefix);
+                    let n = v.len() / 8;
+                    let (keys, vals) = v.split_at(2 * n);
+                    let mut bucket = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let suffix = u16::from_be_bytes([keys[2 * i], keys[2 * i + 1]]);
+                        let mut pb = [0u8; 8];
+                        pb[2..].copy_from_slice(&vals[6 * i..6 * i + 6]);
+                        let e = pack(suffix, u64::from_be_bytes(pb));
+                        if bucket.last().is_some_and(|&l| suffix_of(l) >= suffix) {
+                            return Err("bucket keys out of order".into());
+                        }
+                        bucket.push(e);
+                    }
+                    index.len += n;
+                    if !bucket.is_empty() {
+                        index.buckets.insert(prefix, bucket);
+                    }
+                }
+                other => return Err(format!("unexpected entry {other:?}")),
+            }
+        }
+        Ok((pos, index))
+    }
+}
+
+// Pickle opcodes used by fsIndex files.
+const PROTO: u8 = 0x80;
+const STOP: u8 = b'.';
+const NONE: u8 = b'N';
+const BININT: u8 = b'J';
+const BININT1: u8 = b'K';
+const BININT2: u8 = b'M';
+const LONG1: u8 = 0x8a;
+const SHORT_BINBYTES: u8 = b'C';
+const BINBYTES: u8 = b'B';
+const SHORT_BINSTRING: u8 = b'U';
+const BINSTRING: u8 = b'T';
+const BINUNICODE: u8 = b'X';
+const SHORT_BINUNICODE: u8 = 0x8c;
+const TUPLE2: u8 = 0x86;
+const TUPLE: u8 = b't';
+const MARK: u8 = b'(';
+const BINPUT: u8 = b'q';
+const LONG_BINPUT: u8 = b'r';
+const BINGET: u8 = b'h';
+const LONG_BINGET: u8 = b'j';
+const MEMOIZE: u8 = 0x94;
+const FRAME: u8 = 0x95;
+const NEWTRUE: u8 = 0x88;
+const NEWFALSE: u8 = 0x89;
+
+/// Python pickle's `save_long` for a non-negative integer.
+fn put_int(out: &mut Vec<u8>, n: u64) {
+    if n <= 0xff {
+        out.extend_from_slice(&[BININT1, n as u8]);
+    } else if n <= 0xffff {
+        out.push(BININT2);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+    } else if n <= 0x7fff_ffff {
+        out.push(BININT);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    } else {
+        // encode_long: (bit_length >> 3) + 1 bytes, little-endian, signed
+        let bits = 64 - n.leading_zeros() as usize;
+        let nbytes = (bits >> 3) + 1;
+        let le = (n as u128).to_le_bytes();
+        out.push(LONG1);
+        out.push(nbytes as u8);
+        out.extend_from_slice(&le[..nbytes]);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    if b.len() < 256 {
+        out.push(SHORT_BINBYTES);
+        out.push(b.len() as u8);
+    } else {
+        out.push(BINBYTES);
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(b);
+}
+
+/// The values an fsIndex stream can hold.
+#[derive(Clone, Debug, PartialEq)]
+enum Value {
+    None,
+    Bool(bool),
+    Int(i128),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+    Mark,
+}
+
+/// A pickle reader for the opcodes fsIndex files use; anything else is an
+/// error, never a panic.
+struct Unpickler<R> {
+    r: R,
+    memo: Vec<Option<Value>>,
+}
+
+/// Refuse single items larger than this (a corrupt length must not make us
+/// allocate gigabytes); a bucket holds at most 65536 × 8 bytes.
+const MAX_ITEM: usize = 16 << 20;
+
+impl<R: Read> Unpickler<R> {
+    fn new(r: R) -> Self {
+        Unpickler {
+            r,
+            memo: Vec::new(),
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, String> {
+        let mut b = [0u8; 1];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|e| format!("truncated pickle: {e}"))?;
+        Ok(b[0])
+    }
+
+    fn exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        if n > MAX_ITEM {
+            return Err(format!("item of {n} bytes is implausible"));
+        }
+        let mut v = vec![0u8; n];
+        self.r
+            .read_exact(&mut v)
+            .map_err(|e| format!("truncated pickle: {e}"))?;
+        Ok(v)
+    }
+
+    fn u32le(&mut self) -> Result<u32, String> {
+        let b = self.exact(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn put_memo(&mut self, i: usize, v: Value) -> Result<(), String> {
+        if i > 1 << 24 {
+            return Err("memo index implausible".into());
+        }
+        if self.memo.len() <= i {
+            self.memo.resize(i + 1, None);
+        }
+        self.memo[i] = Some(v);
+        Ok(())
+    }
+
+    fn get_memo(&self, i: usize) -> Result<Value, String> {
+        self.memo
+            .get(i)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| format!("memo {i} undefined"))
+    }
+
+    /// Load one pickle (up to its STOP).
+    fn load(&mut self) -> Result<Value, String> {
+        let mut stack: Vec<Value> = Vec::new();
+        loop {
+            let op = self.byte()?;
+            match op {
+                PROTO => {
+                    let v = self.byte()?;
+                    if v > 5 {
+                        return Err(format!("unsupported pickle protocol {v}"));
+                    }
+                }
+                FRAME => {
+                    self.exact(8)?;
+                }
+                STOP => {
+                    return match (stack.pop(), stack.is_empty()) {
+                        (Some(v), true) if v != Value::Mark => Ok(v),
+                        _ => Err("malformed pickle stack".into()),
+                    };
+                }
+                NONE => stack.push(Value::None),
+                NEWTRUE => stack.push(Value::Bool(true)),
+                NEWFALSE => stack.push(Value::Bool(false)),
+                BININT1 => {
+                    let b = self.byte()?;
+                    stack.push(Value::Int(b as i128));
+                }
+                BININT2 => {
+                    let b = self.exact(2)?;
+                    stack.push(Value::Int(u16::from_le_bytes([b[0], b[1]]) as i128));
+                }
+                BININT => {
+                    let b = self.exact(4)?;
+                    stack.push(Value::Int(
+                        i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i128
+                    ));
+                }
+                LONG1 => {
+                    let n = self.byte()? as usize;
+                    if n > 15 {
+                        return Err("integer too large".into());
+                    }
+                    let b = self.exact(n)?;
+                    let mut v: i128 = 0;
+                    for (i, &x) in b.iter().enumerate() {
+                        v |= (x as i128) << (8 * i);
+                    }
+                    if n > 0 && b[n - 1] & 0x80 != 0 {
+                        v -= 1i128 << (8 * n);
+                    }
+                    stack.push(Value::Int(v));
+                }
+                SHORT_BINBYTES | SHORT_BINSTRING | SHORT_BINUNICODE => {
+                    let n = self.byte()? as usize;
+                    let b = self.exact(n)?;
+                    stack.push(Value::Bytes(b));
+                }
+                BINBYTES | BINSTRING | BINUNICODE => {
+                    let n = self.u32le()? as usize;
+                    let b = self.exact(n)?;
+                    stack.push(Value::Bytes(b));
+                }
+                MARK => stack.push(Value::Mark),
+                TUPLE => {
+                    let m = stack
+                        .iter()
+                        .rposition(|v| *v == Value::Mark)
+                        .ok_or("TUPLE without MARK")?;
+                    let items = stack.split_off(m + 1);
+                    stack.pop();
+                    stack.push(Value::Tuple(items));
+                }
+                TUPLE2 => {
+                    let b = stack.pop().ok_or("stack underflow")?;
+                    let a = stack.pop().ok_or("stack underflow")?;
+                    if a == Value::Mark || b == Value::Mark {
+                        return Err("malformed tuple".into());
+                    }
+                    stack.push(Value::Tuple(vec![a, b]));
+                }
+                BINPUT => {
+                    let i = self.byte()? as usize;
+                    let top = stack.last().cloned().ok_or("stack underflow")?;
+                    self.put_memo(i, top)?;
+                }
+                LONG_BINPUT => {
+                    let i = self.u32le()? as usize;
+                    let top = stack.last().cloned().ok_or("stack underflow")?;
+                    self.put_memo(i, top)?;
+                }
+                MEMOIZE => {
+                    let top = stack.last().cloned().ok_or("stack underflow")?;
+                    let i = self.memo.len();
+                    self.put_memo(i, top)?;
+                }
+                BINGET => {
+                    let i = self.byte()? as usize;
+                    stack.push(self.get_memo(i)?);
+                }
+                LONG_BINGET => {
+                    let i = self.u32le()? as usize;
+                    stack.push(self.get_memo(i)?);
+                }
+                other => return Err(format!("unsupported pickle opcode 0x{other:02x}")),
+            }
+            if stack.len() > 1024 {
+                return Err("pickle stack too deep".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_and_order() {
+        let mut ix = Index::new();
+        ix.insert(5, 100);
+        ix.insert(1, 50);
+        ix.insert(0x1_0000, 7);
+        ix.insert(5, 200);
+        assert_eq!(ix.len(), 3);
+        assert_eq!(ix.get(5), Some(200));
+        assert_eq!(ix.get(2), None);
+        let all: Vec<_> = ix.iter().collect();
+        assert_eq!(all, vec![(1, 50), (5, 200), (0x1_0000, 7)]);
+    }
+
+    #[test]
+    fn ints_encode_like_python_pickle() {
+        let enc = |n| {
+            let mut v = Vec::new();
+            put_int(&mut v, n);
+            v
+        };
+        assert_eq!(enc(4), vec![b'K', 4]);
+        assert_eq!(enc(300), vec![b'M', 0x2c, 0x01]);
+        assert_eq!(enc(0x7fff_ffff), vec![b'J', 0xff, 0xff, 0xff, 0x7f]);
+        // pickle.dumps(2**31, 3) == b'\x80\x03\x8a\x05\x00\x00\x00\x80\x00.'
+        assert_eq!(enc(1 << 31), vec![0x8a, 5, 0, 0, 0, 0x80, 0]);
+        // pickle.dumps(2**40 - 1, 3): 5 bytes of 0xff then a 0 sign byte
+        assert_eq!(
+            enc((1 << 40) - 1),
+            vec![0x8a, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0]
+        );
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut ix = Index::new();
+        for oid in 0..70_000u64 {
+            ix.insert(oid * 3, oid * 10 + 4);
+        }
+        let mut buf = Vec::new();
+        ix.write_to(123_456_789_012, &mut buf).unwrap();
+        let (pos, back) = Index::read_from(&buf[..]).unwrap();
+        assert_eq!(pos, 123_456_789_012);
+        assert_eq!(back, ix);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut buf = Vec::new();
+        let mut ix = Index::new();
+        ix.insert(1, 2);
+        ix.write_to(99, &mut buf).unwrap();
+        for cut in 0..buf.len() {
+            assert!(Index::read_from(&buf[..cut]).is_err());
+        }
+        let mut seed = 1u64;
+        for _ in 0..2000 {
+            let mut b = buf.clone();
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = (seed >> 33) as usize % b.len();
+            b[i] = (seed >> 13) as u8;
+            let _ = Index::read_from(&b[..]);
+        }
+    }
+}

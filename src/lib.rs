@@ -1,0 +1,108 @@
+//! repozo: incremental and full backups of a ZODB FileStorage (`Data.fs`),
+//! compatible both ways with ZODB's own `repozo` script.
+//!
+//! # The repository
+//!
+//! A repository is a directory of backups, named by the UTC second they
+//! were made:
+//!
+//! ```text
+//! 2026-11-20-01-00-00.fs        full backup: the source's bytes [0, end)
+//! 2026-11-20-01-00-00.dat       the chain's table of contents
+//! 2026-11-20-01-00-00.index     ZODB's oid index as of that backup
+//! 2026-11-21-01-00-00.deltafs   increment: the bytes appended since
+//! 2026-11-21-01-00-00.index
+//! ```
+//!
+//! With `-z` the data files are gzip streams named `.fsz` / `.deltafsz`.
+//! The `.dat` has one line per data file of the chain,
+//! `<repository>/<name> <start> <end> <md5>`, the md5 of the uncompressed
+//! bytes. Recovery concatenates the newest full backup at or before a date
+//! with its increments up to that date.
+//!
+//! # Modules
+//!
+//! [`cli`] parses the command line; [`stamp`] names files; [`repo`] lists a
+//! repository and picks chains; [`dat`] reads and writes `.dat` lines;
+//! [`fstorage`] scans a FileStorage for its committed end and index;
+//! [`index`] reads and writes `.index` files; [`pipeline`] moves bytes
+//! through md5 and gzip; [`durable`] publishes files safely; [`backup`],
+//! [`recover`] and [`verify`] are the three operations.
+
+pub mod backup;
+pub mod cli;
+pub mod dat;
+pub mod durable;
+pub mod error;
+pub mod fstorage;
+pub mod index;
+pub mod pipeline;
+pub mod recover;
+pub mod repo;
+pub mod stamp;
+pub mod verify;
+
+pub use error::{Error, Result};
+
+use std::fmt;
+
+/// Progress notes for `-v`, written to stderr (so they never mix with a
+/// recovery written to stdout).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Log {
+    pub verbose: bool,
+}
+
+impl Log {
+    /// Print a note when verbose.
+    pub fn note(&self, args: fmt::Arguments<'_>) {
+        if self.verbose {
+            eprintln!("{args}");
+        }
+    }
+}
+
+/// Run the operation the options ask for.
+pub fn run(opts: &cli::Options) -> Result<()> {
+    let log = Log {
+        verbose: opts.verbose,
+    };
+    for note in &opts.ignored {
+        log.note(format_args!("{note}"));
+    }
+    match opts.mode {
+        cli::Mode::Backup => {
+            let o = backup::BackupOptions {
+                repository: opts.repository.clone(),
+                file: opts.file.clone().expect("checked by the parser"),
+                full: opts.full,
+                quick: opts.quick,
+                gzip: opts.gzip,
+                kill_old: opts.kill_old,
+            };
+            backup::backup(&o, &log).map(|_| ())
+        }
+        cli::Mode::Recover => {
+            let date = opts
+                .date
+                .as_deref()
+                .map(stamp::Stamp::parse_date)
+                .transpose()?;
+            let o = recover::RecoverOptions {
+                repository: opts.repository.clone(),
+                date,
+                date_text: opts.date.clone(),
+                output: opts.output.clone(),
+                with_verify: opts.with_verify,
+            };
+            recover::recover(&o, &log).map(|_| ())
+        }
+        cli::Mode::Verify => {
+            let o = verify::VerifyOptions {
+                repository: opts.repository.clone(),
+                quick: opts.quick,
+            };
+            verify::verify(&o, &log).map(|_| ())
+        }
+    }
+}

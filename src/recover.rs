@@ -1,0 +1,345 @@
+//! `-R`: rebuild `Data.fs` as of a date by concatenating a chain, to a file
+//! (through `FILE.part`, renamed over `FILE` only when complete) or to
+//! stdout.
+//!
+//! The chain's `.dat` is the truth about which files it holds: every file
+//! it lists up to the date must be present, and a data file it does not
+//! list (left by a crash, or another chain's increment in the same second)
+//! is not used. A chain without a `.dat` is recovered from the directory
+//! listing, as ZODB's repozo does.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use md5::{Digest, Md5};
+
+use crate::dat::{self, DatLine};
+use crate::durable::{self, TempFile};
+use crate::error::{Error, IoContext, Result};
+use crate::pipeline;
+use crate::repo::{self, DataFile};
+use crate::stamp::{DataName, Stamp};
+use crate::Log;
+
+/// What `-R` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct RecoverOptions {
+    pub repository: PathBuf,
+    /// `-D` (already parsed); `None` recovers the newest state.
+    pub date: Option<Stamp>,
+    /// The text of `-D`, for messages.
+    pub date_text: Option<String>,
+    /// `-o`; `None` writes to stdout.
+    pub output: Option<PathBuf>,
+    /// `-w`
+    pub with_verify: bool,
+}
+
+/// What a recovery did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The files concatenated, oldest first.
+    pub files: Vec<String>,
+    /// Bytes written.
+    pub bytes: u64,
+    /// md5 of the recovered bytes.
+    pub md5: String,
+    /// Whether an `.index` was put beside the output.
+    pub index: bool,
+}
+
+/// One file of a resolved chain, with its `.dat` line when there is one.
+#[derive(Clone, Debug)]
+pub struct ChainFile {
+    pub file: DataFile,
+    pub line: Option<DatLine>,
+}
+
+/// A chain resolved against its `.dat`.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub files: Vec<ChainFile>,
+    /// The `.dat` path and whether it exists.
+    pub dat: PathBuf,
+    pub has_dat: bool,
+}
+
+/// Find the files that recover `until` (`None`: newest), checked against
+/// the chain's `.dat`.
+pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Option<Resolved>> {
+    let listing = repo::list(repo_dir)?;
+    for p in &listing.skipped {
+        log.note(format_args!(
+            "ignoring {} (not a regular file)",
+            p.display()
+        ));
+    }
+    let chain = repo::chain_at(&listing.files, until);
+    let Some(head) = chain.first() else {
+        return Ok(None);
+    };
+    let dat_path = repo::dat_path(repo_dir, head);
+    let Some(lines) = dat::read(&dat_path)? else {
+        log.note(format_args!(
+            "{} is missing: using the directory listing",
+            dat_path.display()
+        ));
+        return Ok(Some(Resolved {
+            files: chain
+                .into_iter()
+                .map(|file| ChainFile { file, line: None })
+                .collect(),
+            dat: dat_path,
+            has_dat: false,
+        }));
+    };
+    let present: HashMap<String, DataFile> =
+        chain.iter().map(|f| (f.file_name(), f.clone())).collect();
+    let mut files = Vec::new();
+    let mut expected_start = 0u64;
+    for line in lines {
+        let Some(name) = DataName::parse(&line.name) else {
+            return Err(Error::BadDat {
+                path: dat_path.clone(),
+                line: files.len() + 1,
+                reason: format!("{:?} is not a backup file name", line.name),
+            });
+        };
+        if until.is_some_and(|u| name.stamp > u) {
+            break;
+        }
+        if line.start != expected_start {
+            return Err(Error::BadDat {
+                path: dat_path.clone(),
+                line: files.len() + 1,
+                reason: format!(
+                    "{} starts at {} but the chain so far ends at {expected_start}",
+                    line.name, line.start
+                ),
+            });
+        }
+        expected_start = line.end;
+        let Some(file) = present.get(&line.name).cloned() else {
+            return Err(Error::MissingFile {
+                path: repo_dir.join(&line.name),
+                listed_in: dat_path.clone(),
+            });
+        };
+        files.push(ChainFile {
+            file,
+            line: Some(line),
+        });
+    }
+    for f in &chain {
+        if !files.iter().any(|c| c.file.name == f.name) {
+            log.note(format_args!(
+                "ignoring {}: not listed in {}",
+                f.path.display(),
+                dat_path.display()
+            ));
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::BadDat {
+            path: dat_path,
+            line: 1,
+            reason: "lists no file of its chain".into(),
+        });
+    }
+    Ok(Some(Resolved {
+        files,
+        dat: dat_path,
+        has_dat: true,
+    }))
+}
+
+/// Run a recovery.
+pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
+    let repo_dir = &opts.repository;
+    match &opts.date_text {
+        Some(d) => log.note(format_args!(
+            "looking for files between last full backup and {d}..."
+        )),
+        None => log.note(format_args!("looking for the newest backup...")),
+    }
+    let Some(chain) = resolve(repo_dir, opts.date, log)? else {
+        return Err(match &opts.date_text {
+            Some(d) => Error::NoFiles(format!("No files in repository before {d}")),
+            None => Error::NoFiles("No files in repository".into()),
+        });
+    };
+    log.note(format_args!("files needed to recover state:"));
+    for f in &chain.files {
+        log.note(format_args!("\t{}", f.file.path.display()));
+    }
+    if opts.with_verify && !chain.has_dat {
+        return Err(Error::io(
+            "read",
+            &chain.dat,
+            io::Error::new(io::ErrorKind::NotFound, "needed by --with-verify"),
+        ));
+    }
+    match &opts.output {
+        None => {
+            log.note(format_args!("Recovering file to stdout"));
+            let stdout = io::stdout();
+            let mut lock = stdout.lock();
+            let r = concat(
+                &chain,
+                opts.with_verify,
+                &mut lock,
+                Path::new("<stdout>"),
+                log,
+            )?;
+            lock.flush().map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+                _ => Error::io("write", Path::new("<stdout>"), e),
+            })?;
+            Ok(Recovered { index: false, ..r })
+        }
+        Some(out) => recover_to_file(opts, &chain, out, log),
+    }
+}
+
+fn recover_to_file(
+    opts: &RecoverOptions,
+    chain: &Resolved,
+    out: &Path,
+    log: &Log,
+) -> Result<Recovered> {
+    log.note(format_args!("Recovering file to {}", out.display()));
+    let mut part_name = out.as_os_str().to_owned();
+    part_name.push(".part");
+    let mut part = TempFile::at(PathBuf::from(part_name))?;
+    let part_path = part.path().to_path_buf();
+    let r = {
+        let mut w = io::BufWriter::with_capacity(pipeline::CHUNK, part.file());
+        let r = concat(chain, opts.with_verify, &mut w, &part_path, log)?;
+        w.flush().ctx("write", &part_path)?;
+        r
+    };
+    // The index: the chain's last .index, copied beside the output.
+    let last = &chain.files.last().expect("a chain is never empty").file;
+    let src_index = repo::index_path(&opts.repository, last);
+    let mut index_name = out.as_os_str().to_owned();
+    index_name.push(".index");
+    let target_index = PathBuf::from(index_name);
+    let new_index = match fs::read(&src_index) {
+        Ok(bytes) => {
+            let dir = parent_dir(out);
+            let mut t = TempFile::new_in(&dir)?;
+            let tp = t.path().to_path_buf();
+            t.file().write_all(&bytes).ctx("write", &tp)?;
+            t.file().sync_all().ctx("fsync", &tp)?;
+            Some(t)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log.note(format_args!(
+                "No index file to restore: {}",
+                src_index.display()
+            ));
+            None
+        }
+        Err(e) => return Err(Error::io("read", &src_index, e)),
+    };
+    // An old FILE.index must never sit beside the new FILE.
+    match fs::remove_file(&target_index) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &target_index, e)),
+    }
+    part.publish(out, true)?;
+    let index = new_index.is_some();
+    if let Some(t) = new_index {
+        log.note(format_args!(
+            "Restoring index file {} to {}",
+            src_index.display(),
+            target_index.display()
+        ));
+        t.publish(&target_index, true)?;
+    }
+    durable::sync_parent(out)?;
+    Ok(Recovered { index, ..r })
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Write the chain's bytes to `out`; with `verify`, check each file's size
+/// and md5 against its `.dat` line.
+fn concat(
+    chain: &Resolved,
+    verify: bool,
+    out: &mut dyn Write,
+    out_path: &Path,
+    log: &Log,
+) -> Result<Recovered> {
+    let mut total = Md5::new();
+    let mut bytes = 0u64;
+    let mut names = Vec::new();
+    for cf in &chain.files {
+        let f = &cf.file;
+        let mut tee = Tee {
+            inner: &mut *out,
+            md5: &mut total,
+        };
+        let mut md5 = Md5::new();
+        let n = pipeline::stream_data(&f.path, f.name.gzip, &mut md5, Some((&mut tee, out_path)))?;
+        let sum = pipeline::hex(&md5.finalize());
+        if verify {
+            let line = cf.line.as_ref().expect("verify requires a .dat");
+            if n != line.len() {
+                return Err(Error::VerificationFailed(vec![format!(
+                    "{} is {n} bytes, should be {} bytes",
+                    f.path.display(),
+                    line.len()
+                )]));
+            }
+            if sum != line.md5 {
+                return Err(Error::VerificationFailed(vec![format!(
+                    "{} has checksum {sum} instead of {}",
+                    f.path.display(),
+                    line.md5
+                )]));
+            }
+        }
+        log.note(format_args!(
+            "Recovered chunk {} : {n} bytes, md5: {sum}",
+            f.path.display()
+        ));
+        bytes += n;
+        names.push(f.file_name());
+    }
+    let md5 = pipeline::hex(&total.finalize());
+    log.note(format_args!("Recovered {bytes} bytes, md5: {md5}"));
+    Ok(Recovered {
+        files: names,
+        bytes,
+        md5,
+        index: false,
+    })
+}
+
+/// A writer that also hashes what passes through it.
+struct Tee<'a> {
+    inner: &'a mut dyn Write,
+    md5: &'a mut Md5,
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.md5.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

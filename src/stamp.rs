@@ -1,0 +1,264 @@
+//! Time stamps and file names: the `YYYY-MM-DD-HH-MM-SS` UTC second that
+//! names every backup, the `-D` date argument, and which names in a
+//! repository are backup data files.
+
+use std::fmt;
+
+use chrono::{Datelike, NaiveDate, Timelike, Utc};
+
+use crate::error::{Error, Result};
+
+/// Environment variable that, when set to `YYYY-MM-DD-HH-MM-SS`, replaces
+/// the clock for naming backups and as the default recovery date. It exists
+/// for tests (ZODB's repozo has the same hook as `options.test_now`).
+pub const NOW_ENV: &str = "REPOZO_TEST_NOW";
+
+/// One UTC second, compared field by field (which is also the order of the
+/// names, since every field has a fixed width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp {
+    pub year: u32,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl Stamp {
+    /// The current UTC second (or [`NOW_ENV`] when set and valid).
+    pub fn now() -> Result<Stamp> {
+        if let Ok(v) = std::env::var(NOW_ENV) {
+            return Stamp::parse_date(&v);
+        }
+        let t = Utc::now();
+        Ok(Stamp {
+            year: t.year() as u32,
+            month: t.month(),
+            day: t.day(),
+            hour: t.hour(),
+            minute: t.minute(),
+            second: t.second(),
+        })
+    }
+
+    /// Parse a `-D` argument: `yyyy-mm-dd[-hh[-mm[-ss]]]`, missing parts
+    /// zero. Each field must have its full width and be a valid calendar
+    /// value.
+    pub fn parse_date(s: &str) -> Result<Stamp> {
+        let bad = || Error::BadDate(s.to_string());
+        let parts: Vec<&str> = s.split('-').collect();
+        if !(3..=6).contains(&parts.len()) {
+            return Err(bad());
+        }
+        let mut v = [0u32; 6];
+        for (i, p) in parts.iter().enumerate() {
+            let width = if i == 0 { 4 } else { 2 };
+            if p.len() != width || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            v[i] = p.parse().map_err(|_| bad())?;
+        }
+        let st = Stamp {
+            year: v[0],
+            month: v[1],
+            day: v[2],
+            hour: v[3],
+            minute: v[4],
+            second: v[5],
+        };
+        if NaiveDate::from_ymd_opt(st.year as i32, st.month, st.day).is_none()
+            || st.hour > 23
+            || st.minute > 59
+            || st.second > 59
+        {
+            return Err(bad());
+        }
+        Ok(st)
+    }
+
+    /// Parse the 19-character stamp at the start of a backup file name.
+    /// Only the shape is checked (digits and dashes), as repozo does.
+    fn parse_name_stamp(s: &str) -> Option<Stamp> {
+        let b = s.as_bytes();
+        if b.len() != 19 {
+            return None;
+        }
+        for (i, &c) in b.iter().enumerate() {
+            let dash = matches!(i, 4 | 7 | 10 | 13 | 16);
+            if dash != (c == b'-') || (!dash && !c.is_ascii_digit()) {
+                return None;
+            }
+        }
+        let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
+        Some(Stamp {
+            year: num(0..4)?,
+            month: num(5..7)?,
+            day: num(8..10)?,
+            hour: num(11..13)?,
+            minute: num(14..16)?,
+            second: num(17..19)?,
+        })
+    }
+
+    /// The next second, for keeping stamps strictly increasing.
+    pub fn next_second(self) -> Stamp {
+        let date = NaiveDate::from_ymd_opt(self.year as i32, self.month, self.day)
+            .and_then(|d| d.and_hms_opt(self.hour, self.minute, self.second));
+        match date {
+            Some(dt) => {
+                let n = dt + chrono::Duration::seconds(1);
+                Stamp {
+                    year: n.year() as u32,
+                    month: n.month(),
+                    day: n.day(),
+                    hour: n.hour(),
+                    minute: n.minute(),
+                    second: n.second(),
+                }
+            }
+            // A name with an impossible date (only its shape was checked):
+            // bump the raw second field, which still sorts after it.
+            None => Stamp {
+                second: self.second + 1,
+                ..self
+            },
+        }
+    }
+}
+
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02}-{:02}-{:02}-{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
+/// Full backup or increment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `.fs` / `.fsz`; sorts first so that a full backup precedes an
+    /// increment with the same stamp.
+    Full,
+    /// `.deltafs` / `.deltafsz`
+    Incremental,
+}
+
+/// A backup data file name, decoded.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DataName {
+    pub stamp: Stamp,
+    pub kind: Kind,
+    pub gzip: bool,
+}
+
+impl DataName {
+    /// Decode a repository entry name; `None` for anything that is not a
+    /// backup data file (repozo's `\d{4}(-\d\d){5}\.(delta)?fsz?`).
+    pub fn parse(name: &str) -> Option<DataName> {
+        let (stem, ext) = name.split_once('.')?;
+        let stamp = Stamp::parse_name_stamp(stem)?;
+        let (kind, gzip) = match ext {
+            "fs" => (Kind::Full, false),
+            "fsz" => (Kind::Full, true),
+            "deltafs" => (Kind::Incremental, false),
+            "deltafsz" => (Kind::Incremental, true),
+            _ => return None,
+        };
+        Some(DataName { stamp, kind, gzip })
+    }
+
+    /// The file name: stamp plus extension.
+    pub fn file_name(&self) -> String {
+        let ext = match (self.kind, self.gzip) {
+            (Kind::Full, false) => "fs",
+            (Kind::Full, true) => "fsz",
+            (Kind::Incremental, false) => "deltafs",
+            (Kind::Incremental, true) => "deltafsz",
+        };
+        format!("{}.{ext}", self.stamp)
+    }
+
+    /// The `.dat` file that a full backup with this name heads.
+    pub fn dat_name(&self) -> String {
+        format!("{}.dat", self.stamp)
+    }
+
+    /// The `.index` file written beside this data file.
+    pub fn index_name(&self) -> String {
+        format!("{}.index", self.stamp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(s: &str) -> Stamp {
+        Stamp::parse_date(s).unwrap()
+    }
+
+    #[test]
+    fn dates_with_missing_parts_are_zero() {
+        assert_eq!(st("2026-11-20"), st("2026-11-20-00-00-00"));
+        assert_eq!(st("2026-11-20-05"), st("2026-11-20-05-00-00"));
+        assert!(st("2026-11-20-05-01") < st("2026-11-20-05-01-01"));
+        assert_eq!(st("2026-11-20-05-06-07").to_string(), "2026-11-20-05-06-07");
+    }
+
+    #[test]
+    fn malformed_dates_are_rejected() {
+        for bad in [
+            "",
+            "2026",
+            "2026-11",
+            "2026-1-20",
+            "2026-11-20-",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-11-20-24",
+            "2026-11-20-23-60",
+            "2026-11-20-23-59-60",
+            "2026-11-20-00-00-00-00",
+            "20261120",
+            "2026-11-2x",
+            "+026-11-20",
+            "2026-11-20 ",
+            "２０２６-11-20",
+        ] {
+            assert!(Stamp::parse_date(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn data_names() {
+        let n = DataName::parse("2026-11-20-05-06-07.deltafsz").unwrap();
+        assert_eq!(n.kind, Kind::Incremental);
+        assert!(n.gzip);
+        assert_eq!(n.file_name(), "2026-11-20-05-06-07.deltafsz");
+        assert_eq!(n.dat_name(), "2026-11-20-05-06-07.dat");
+        for bad in [
+            "2026-11-20-05-06-07.dat",
+            "2026-11-20-05-06-07.index",
+            "2026-11-20-05-06-07.fs.tmp",
+            "2026-11-20-05-06.fs",
+            "x026-11-20-05-06-07.fs",
+            "2026-11-20-05-06-07fs",
+            "tmp.tmp",
+        ] {
+            assert_eq!(DataName::parse(bad), None, "{bad}");
+        }
+        // full sorts before an increment of the same second
+        let f = DataName::parse("2026-11-20-05-06-07.fs").unwrap();
+        assert!(f < n);
+    }
+
+    #[test]
+    fn next_second_rolls_over() {
+        assert_eq!(st("2026-12-31-23-59-59").next_second(), st("2027-01-01"));
+        assert_eq!(st("2024-02-28-23-59-59").next_second(), st("2024-02-29"));
+    }
+}

@@ -1,0 +1,104 @@
+//! `-V`: check every file that the newest chain's `.dat` lists: present,
+//! its uncompressed size equal to `end - start`, its md5 equal to the
+//! recorded one (sizes only with `-Q`). Every bad file is reported, then the
+//! run fails once.
+
+use std::path::PathBuf;
+
+use md5::{Digest, Md5};
+
+use crate::dat;
+use crate::error::{Error, Result};
+use crate::pipeline;
+use crate::repo;
+use crate::stamp::DataName;
+use crate::Log;
+
+/// What `-V` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    pub repository: PathBuf,
+    /// `-Q`: sizes only.
+    pub quick: bool,
+}
+
+/// What verification found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Files checked.
+    pub files: usize,
+    /// Bytes (uncompressed) checked.
+    pub bytes: u64,
+}
+
+/// Run a verification.
+pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
+    let repo_dir = &opts.repository;
+    let listing = repo::list(repo_dir)?;
+    let chain = repo::chain_at(&listing.files, None);
+    let Some(head) = chain.first() else {
+        return Err(Error::NoFiles("No files in repository".into()));
+    };
+    let dat_path = repo::dat_path(repo_dir, head);
+    let lines = dat::read(&dat_path)?.ok_or_else(|| {
+        Error::io(
+            "read",
+            &dat_path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
+        )
+    })?;
+    let mut bad = Vec::new();
+    let mut out = Verified::default();
+    for line in &lines {
+        let path = repo_dir.join(&line.name);
+        log.note(format_args!("Verifying {}", path.display()));
+        let gzip =
+            DataName::parse(&line.name).is_some_and(|n| n.gzip) || line.name.ends_with("fsz");
+        if !path.is_file() {
+            bad.push(format!("{} is missing", path.display()));
+            continue;
+        }
+        let mut md5 = Md5::new();
+        let size = if opts.quick && !gzip {
+            std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|e| Error::io("stat", &path, e))
+        } else {
+            pipeline::stream_data(&path, gzip, &mut md5, None)
+        };
+        let size = match size {
+            Ok(n) => n,
+            Err(e) => {
+                bad.push(e.to_string());
+                continue;
+            }
+        };
+        let when = if gzip { " (when uncompressed)" } else { "" };
+        if size != line.len() {
+            bad.push(format!(
+                "{} is {size} bytes{when}, should be {} bytes",
+                path.display(),
+                line.len()
+            ));
+            continue;
+        }
+        if !opts.quick {
+            let sum = pipeline::hex(&md5.finalize());
+            if sum != line.md5 {
+                bad.push(format!(
+                    "{} has checksum {sum}{when} instead of {}",
+                    path.display(),
+                    line.md5
+                ));
+                continue;
+            }
+        }
+        out.files += 1;
+        out.bytes += size;
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::VerificationFailed(bad))
+    }
+}
