@@ -113,11 +113,13 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     match decision {
         Err(reason) => {
             log.note(format_args!("{}", reason.text()));
-            let scan = fstorage::scan_from(&src, &opts.file, size, 4, Index::new())?;
+            let scan = scan_source(opts, &src, size, None, log)?;
             write_full(opts, &listing, &src, scan, stamp, log)
         }
         Ok(start) => {
-            let scan = fstorage::scan_from(&src, &opts.file, size, 4, Index::new())?;
+            let last = chain.last().expect("an extended chain is not empty");
+            let chain_index = (repo::index_path(&opts.repository, last), start);
+            let scan = scan_source(opts, &src, size, Some(chain_index), log)?;
             if scan.end == start {
                 log.note(format_args!("No changes, nothing to do"));
                 return Ok(Outcome::NothingToDo);
@@ -135,6 +137,84 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
             write_incremental(opts, &chain[0], &src, scan, start, stamp, log)
         }
     }
+}
+
+/// Find the committed end of the source and its index, scanning only what
+/// no trustworthy index covers. Candidates: the index of the chain being
+/// extended (valid exactly up to the chain's end, whose bytes were just
+/// checked against the source) and the source's own `Data.fs.index`. Each
+/// must lie within the source and pass ZODB's sanity check; an unreadable
+/// or insane index is skipped with a note, never an error.
+fn scan_source(
+    opts: &BackupOptions,
+    src: &File,
+    size: u64,
+    chain_index: Option<(PathBuf, u64)>,
+    log: &Log,
+) -> Result<Scan> {
+    let mut live = opts.file.clone().into_os_string();
+    live.push(".index");
+    let mut candidates: Vec<(PathBuf, Option<u64>)> = Vec::new();
+    if let Some((p, pos)) = chain_index {
+        candidates.push((p, Some(pos)));
+    }
+    candidates.push((PathBuf::from(live), None));
+    let mut best: Option<(u64, Index)> = None;
+    for (path, must_be) in candidates {
+        let pos = match File::open(&path) {
+            Ok(f) => match Index::read_pos(std::io::BufReader::new(f)) {
+                Ok(pos) => pos,
+                Err(e) => {
+                    log.note(format_args!("ignoring index {}: {e}", path.display()));
+                    continue;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                log.note(format_args!("ignoring index {}: {e}", path.display()));
+                continue;
+            }
+        };
+        if must_be.is_some_and(|m| m != pos) || pos > size || pos < 4 {
+            log.note(format_args!(
+                "ignoring index {}: its position {pos} does not fit the source",
+                path.display()
+            ));
+            continue;
+        }
+        if best.as_ref().is_some_and(|(b, _)| *b >= pos) {
+            continue;
+        }
+        match Index::load(&path) {
+            Ok((pos, index)) if fstorage::index_is_sane(src, size, &index, pos) => {
+                log.note(format_args!(
+                    "using index {} ({} objects up to {pos})",
+                    path.display(),
+                    index.len()
+                ));
+                best = Some((pos, index));
+            }
+            Ok(_) => log.note(format_args!(
+                "ignoring index {}: it does not match the source",
+                path.display()
+            )),
+            Err(e) => log.note(format_args!("ignoring index {}: {e}", path.display())),
+        }
+    }
+    let (start, index) = match best {
+        Some(b) => b,
+        None => {
+            log.note(format_args!("no usable index: scanning the whole source"));
+            (4, Index::new())
+        }
+    };
+    let scan = fstorage::scan_from(src, &opts.file, size, start, index)?;
+    log.note(format_args!(
+        "scanned {} bytes from {start}: committed data ends at {}",
+        scan.end - start,
+        scan.end
+    ));
+    Ok(scan)
 }
 
 /// `-Q`: trust the last `.dat` line. `Ok(Ok(end))` to extend from `end`.

@@ -142,13 +142,31 @@ impl Index {
         w.write_all(&[PROTO, 3, NONE, STOP])
     }
 
+    /// Read only the position an `.index` stream is valid up to (its first
+    /// pickle), without loading the entries.
+    pub fn read_pos<R: Read>(r: R) -> Result<u64, String> {
+        match Unpickler::new(r).load()? {
+            Value::Int(n) if n >= 0 && n <= u64::MAX as i128 => Ok(n as u64),
+            other => Err(format!("first pickle is {other:?}, not a position")),
+        }
+    }
+
+    /// Read a `.index` file: see [`Index::read_from`].
+    pub fn load(path: &std::path::Path) -> Result<(u64, Index), String> {
+        let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        Index::read_from(io::BufReader::with_capacity(1 << 20, f))
+    }
+
     /// Read a `.index` stream. Returns the position and the index, or an
     /// error message when the stream is not an fsIndex save (the old
     /// dict-based format included: callers fall back to a scan).
     pub fn read_from<R: Read>(r: R) -> Result<(u64, Index), String> {
         let mut p = Unpickler::new(r);
         let pos = match p.load()? {
-            Value::Int(n) if n >= 0 => n as u64,
+            Value::Int(n) if n >= 0 && n <= u64::MAX as i128 => n as u64,
+            Value::Tuple(_) | Value::Bytes(_) | Value::Str(_) => {
+                return Err("not an fsIndex save (old format?)".into())
+            }
             other => return Err(format!("first pickle is {other:?}, not a position")),
         };
         let mut index = Index::new();
@@ -157,15 +175,19 @@ impl Index {
             match p.load()? {
                 Value::None => break,
                 Value::Tuple(items) if items.len() == 2 => {
-                    let (k, v) = match (&items[0], &items[1]) {
-                        (Value::Bytes(k), Value::Bytes(v)) => (k, v),
+                    let mut it = items.into_iter();
+                    let (k, v) = match (
+                        it.next().and_then(Value::into_bytes),
+                        it.next().and_then(Value::into_bytes),
+                    ) {
+                        (Some(k), Some(v)) => (k, v),
                         _ => return Err("entry is not (bytes, bytes)".into()),
                     };
                     if k.len() != 6 || v.len() % 8 != 0 {
                         return Err("malformed bucket".into());
                     }
                     let mut kb = [0u8; 8];
-                    kb[2..].copy_from_slice(k);
+                    kb[2..].copy_from_slice(&k);
                     let prefix = u64::from_be_bytes(kb);
                     if last_prefix.is_some_and(|l| l >= prefix) {
                         return Err("prefixes out of order".into());
@@ -211,6 +233,10 @@ const BINSTRING: u8 = b'T';
 const BINUNICODE: u8 = b'X';
 const SHORT_BINUNICODE: u8 = 0x8c;
 const TUPLE2: u8 = 0x86;
+const TUPLE1: u8 = 0x85;
+const EMPTY_TUPLE: u8 = b')';
+const GLOBAL: u8 = b'c';
+const REDUCE: u8 = b'R';
 const TUPLE: u8 = b't';
 const MARK: u8 = b'(';
 const BINPUT: u8 = b'q';
@@ -261,8 +287,22 @@ enum Value {
     Bool(bool),
     Int(i128),
     Bytes(Vec<u8>),
+    Str(String),
+    Global(String),
     Tuple(Vec<Value>),
     Mark,
+}
+
+impl Value {
+    /// Bytes, or a text string taken as latin-1 (how Python 2 strings and
+    /// protocol-2 `_codecs.encode(s, 'latin1')` bytes come back).
+    fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            Value::Str(s) => s.chars().map(|c| u8::try_from(c as u32).ok()).collect(),
+            _ => None,
+        }
+    }
 }
 
 /// A pickle reader for the opcodes fsIndex files use; anything else is an
@@ -380,15 +420,76 @@ impl<R: Read> Unpickler<R> {
                     }
                     stack.push(Value::Int(v));
                 }
-                SHORT_BINBYTES | SHORT_BINSTRING | SHORT_BINUNICODE => {
+                SHORT_BINBYTES | SHORT_BINSTRING => {
                     let n = self.byte()? as usize;
                     let b = self.exact(n)?;
                     stack.push(Value::Bytes(b));
                 }
-                BINBYTES | BINSTRING | BINUNICODE => {
+                BINBYTES | BINSTRING => {
                     let n = self.u32le()? as usize;
                     let b = self.exact(n)?;
                     stack.push(Value::Bytes(b));
+                }
+                SHORT_BINUNICODE | BINUNICODE => {
+                    let n = if op == SHORT_BINUNICODE {
+                        self.byte()? as usize
+                    } else {
+                        self.u32le()? as usize
+                    };
+                    let b = self.exact(n)?;
+                    let s = String::from_utf8(b).map_err(|_| "invalid UTF-8 in a string")?;
+                    stack.push(Value::Str(s));
+                }
+                GLOBAL => {
+                    let mut name = Vec::new();
+                    let mut lines = 0;
+                    while lines < 2 {
+                        let c = self.byte()?;
+                        if c == b'\n' {
+                            lines += 1;
+                            if lines == 1 {
+                                name.push(b'.');
+                            }
+                        } else if name.len() > 256 {
+                            return Err("global name too long".into());
+                        } else {
+                            name.push(c);
+                        }
+                    }
+                    stack.push(Value::Global(String::from_utf8_lossy(&name).into_owned()));
+                }
+                REDUCE => {
+                    let args = stack.pop().ok_or("stack underflow")?;
+                    let func = stack.pop().ok_or("stack underflow")?;
+                    // Only what protocol 2 uses for bytes on Python 3:
+                    // _codecs.encode(text, 'latin1').
+                    match (func, args) {
+                        (Value::Global(g), Value::Tuple(a))
+                            if g == "_codecs.encode" && a.len() == 2 =>
+                        {
+                            let mut a = a.into_iter();
+                            let text = a.next();
+                            let enc = a.next();
+                            match (text, enc) {
+                                (Some(t @ Value::Str(_)), Some(Value::Str(e)))
+                                    if e == "latin1" || e == "latin-1" =>
+                                {
+                                    let b = t.into_bytes().ok_or("text not latin-1")?;
+                                    stack.push(Value::Bytes(b));
+                                }
+                                _ => return Err("unsupported _codecs.encode call".into()),
+                            }
+                        }
+                        (f, _) => return Err(format!("unsupported call of {f:?}")),
+                    }
+                }
+                EMPTY_TUPLE => stack.push(Value::Tuple(Vec::new())),
+                TUPLE1 => {
+                    let a = stack.pop().ok_or("stack underflow")?;
+                    if a == Value::Mark {
+                        return Err("malformed tuple".into());
+                    }
+                    stack.push(Value::Tuple(vec![a]));
                 }
                 MARK => stack.push(Value::Mark),
                 TUPLE => {

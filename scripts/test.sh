@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: installs ZODB 6.4 into .venv (from PyPI) for the
+# integration tests, then runs every Rust test. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if ! .venv/bin/python -c 'import ZODB, sys; from importlib.metadata import version; sys.exit(version("ZODB") != "6.4")' 2>/dev/null; then
+    "$PYTHON" -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+fi
+export REPOZO_PYTHON="$PWD/.venv/bin/python"
+cargo build --quiet --all-targets
+cargo test --quiet -- --test-threads="${REPOZO_TEST_THREADS:-2}"
