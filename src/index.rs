@@ -104,6 +104,17 @@ impl Index {
         })
     }
 
+    /// Bytes of heap the index holds (entries and bucket map), for the
+    /// memory bound: at most 16 bytes per object.
+    pub fn heap_bytes(&self) -> usize {
+        // a BTreeMap entry: key + Vec header, plus node overhead (estimate)
+        let per_bucket = 8 + std::mem::size_of::<Vec<u64>>() + 16;
+        self.buckets
+            .values()
+            .map(|b| b.capacity() * 8 + per_bucket)
+            .sum()
+    }
+
     /// Release the spare capacity of the bucket vectors.
     pub fn shrink(&mut self) {
         for b in self.buckets.values_mut() {
@@ -557,6 +568,29 @@ mod tests {
         assert_eq!(ix.get(2), None);
         let all: Vec<_> = ix.iter().collect();
         assert_eq!(all, vec![(1, 50), (5, 200), (0x1_0000, 7)]);
+    }
+
+    /// The memory bound of issue 3: at most 16 bytes per object however
+    /// the index was built (ZODB's fsIndex is the anchor).
+    #[test]
+    fn at_most_16_bytes_per_object() {
+        let mut ix = Index::new();
+        let n = 1_000_000u64;
+        for oid in 0..n {
+            ix.insert(oid, oid * 100 + 4);
+        }
+        // rewrites of old objects, some new oids out of order
+        for k in 0..200_000u64 {
+            ix.insert((k * 7919) % n, k + 4);
+            ix.insert(n + 3 * 65536 + (200_000 - k), k + 4);
+        }
+        assert_eq!(ix.len(), 1_200_000);
+        assert!(ix.heap_bytes() <= 16 * ix.len(), "{} bytes", ix.heap_bytes());
+        let mut buf = Vec::new();
+        ix.write_to(1 << 40, &mut buf).unwrap();
+        let (_, back) = Index::read_from(&buf[..]).unwrap();
+        assert!(back.heap_bytes() <= 9 * back.len(), "{} bytes", back.heap_bytes());
+        assert_eq!(back, ix);
     }
 
     #[test]
