@@ -159,7 +159,9 @@ fn scan_source(
         candidates.push((p, Some(pos)));
     }
     candidates.push((PathBuf::from(live), None));
-    let mut best: Option<(u64, Index)> = None;
+    // Peek at each candidate's position, then load the furthest-reaching
+    // first: usually only one index is ever loaded.
+    let mut usable: Vec<(u64, PathBuf)> = Vec::new();
     for (path, must_be) in candidates {
         let pos = match File::open(&path) {
             Ok(f) => match Index::read_pos(std::io::BufReader::new(f)) {
@@ -182,9 +184,11 @@ fn scan_source(
             ));
             continue;
         }
-        if best.as_ref().is_some_and(|(b, _)| *b >= pos) {
-            continue;
-        }
+        usable.push((pos, path));
+    }
+    usable.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut best: Option<(u64, Index)> = None;
+    for (_, path) in usable {
         match Index::load(&path) {
             Ok((pos, index)) if fstorage::index_is_sane(src, size, &index, pos) => {
                 log.note(format_args!(
@@ -193,6 +197,7 @@ fn scan_source(
                     index.len()
                 ));
                 best = Some((pos, index));
+                break;
             }
             Ok(_) => log.note(format_args!(
                 "ignoring index {}: it does not match the source",
