@@ -66,6 +66,7 @@ enum Reason {
     Forced,
     NoChain,
     MissingDat,
+    BrokenChain,
     Shrunk,
     Changed,
 }
@@ -76,6 +77,7 @@ impl Reason {
             Reason::Forced => "doing a full backup (-F)",
             Reason::NoChain => "no backup yet: doing a full backup",
             Reason::MissingDat => "missing or empty .dat file (full backup)",
+            Reason::BrokenChain => "starting a new chain (full backup)",
             Reason::Shrunk => "file shrunk, possibly because of a pack (full backup)",
             Reason::Changed => "file changed, possibly because of a pack (full backup)",
         }
@@ -86,27 +88,35 @@ impl Reason {
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
     let listing = repo::list(repo)?;
-    for p in &listing.skipped {
-        log.note(format_args!(
-            "ignoring {} (not a regular file)",
-            p.display()
-        ));
-    }
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
     let size = fstorage::check_magic(&src, &opts.file)?;
 
-    // The newest chain, whatever the clock says (a clock that went back
-    // must not make us start an out-of-order chain).
-    let chain = repo::chain_at(&listing.files, None);
+    // The newest chain as its .dat describes it, whatever the clock says (a
+    // clock that went back must not make us start an out-of-order chain).
+    // Backup and recovery agree on one truth: a chain that recovery could
+    // not use is never extended.
+    let mut chain: Vec<DataFile> = Vec::new();
     let decision = if opts.full {
         Err(Reason::Forced)
-    } else if chain.is_empty() {
-        Err(Reason::NoChain)
-    } else if opts.quick {
-        decide_quick(opts, &src, size, &chain, log)?
     } else {
-        decide_full_check(opts, &src, size, &chain, log)?
+        match repo::resolve(repo, None, log) {
+            Err(e) => {
+                log.note(format_args!("the newest chain cannot be extended: {e}"));
+                Err(Reason::BrokenChain)
+            }
+            Ok(None) => Err(Reason::NoChain),
+            Ok(Some(r)) if !r.has_dat => Err(Reason::MissingDat),
+            Ok(Some(r)) => {
+                let last = r.files.last().and_then(|c| c.line.clone());
+                chain = r.files.into_iter().map(|c| c.file).collect();
+                match last {
+                    None => Err(Reason::MissingDat),
+                    Some(last) if opts.quick => decide_quick(opts, &src, size, &last, log)?,
+                    Some(_) => decide_full_check(opts, &src, size, &chain, log)?,
+                }
+            }
+        }
     };
 
     let stamp = new_stamp(&listing, log)?;
@@ -186,7 +196,7 @@ fn scan_source(
         }
         usable.push((pos, path));
     }
-    usable.sort_by(|a, b| b.0.cmp(&a.0));
+    usable.sort_by_key(|u| std::cmp::Reverse(u.0));
     let mut best: Option<(u64, Index)> = None;
     for (_, path) in usable {
         match Index::load(&path) {
@@ -227,14 +237,9 @@ fn decide_quick(
     opts: &BackupOptions,
     src: &File,
     size: u64,
-    chain: &[DataFile],
+    last: &DatLine,
     log: &Log,
 ) -> Result<std::result::Result<u64, Reason>> {
-    let dat_path = repo::dat_path(&opts.repository, &chain[0]);
-    let last: Option<DatLine> = dat::read(&dat_path)?.and_then(|l| l.last().cloned());
-    let Some(last) = last else {
-        return Ok(Err(Reason::MissingDat));
-    };
     if size < last.end {
         return Ok(Err(Reason::Shrunk));
     }

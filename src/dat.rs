@@ -79,7 +79,7 @@ impl DatLine {
 /// `dest` is the repository as given joined with the file name.
 pub fn format_line(repository: &Path, name: &str, start: u64, end: u64, md5: &str) -> Vec<u8> {
     let mut out = join_like_python(repository, name);
-    write!(out, " {start} {end} {md5}\n").expect("writing to a Vec");
+    writeln!(out, " {start} {end} {md5}").expect("writing to a Vec");
     out
 }
 

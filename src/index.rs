@@ -585,11 +585,19 @@ mod tests {
             ix.insert(n + 3 * 65536 + (200_000 - k), k + 4);
         }
         assert_eq!(ix.len(), 1_200_000);
-        assert!(ix.heap_bytes() <= 16 * ix.len(), "{} bytes", ix.heap_bytes());
+        assert!(
+            ix.heap_bytes() <= 16 * ix.len(),
+            "{} bytes",
+            ix.heap_bytes()
+        );
         let mut buf = Vec::new();
         ix.write_to(1 << 40, &mut buf).unwrap();
         let (_, back) = Index::read_from(&buf[..]).unwrap();
-        assert!(back.heap_bytes() <= 9 * back.len(), "{} bytes", back.heap_bytes());
+        assert!(
+            back.heap_bytes() <= 9 * back.len(),
+            "{} bytes",
+            back.heap_bytes()
+        );
         assert_eq!(back, ix);
     }
 

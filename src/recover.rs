@@ -8,19 +8,17 @@
 //! is not used. A chain without a `.dat` is recovered from the directory
 //! listing, as ZODB's repozo does.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::dat::{self, DatLine};
 use crate::durable::{self, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::pipeline;
-use crate::repo::{self, DataFile};
-use crate::stamp::{DataName, Stamp};
+use crate::repo::{self, Resolved};
+use crate::stamp::Stamp;
 use crate::Log;
 
 /// What `-R` was asked to do.
@@ -50,111 +48,6 @@ pub struct Recovered {
     pub index: bool,
 }
 
-/// One file of a resolved chain, with its `.dat` line when there is one.
-#[derive(Clone, Debug)]
-pub struct ChainFile {
-    pub file: DataFile,
-    pub line: Option<DatLine>,
-}
-
-/// A chain resolved against its `.dat`.
-#[derive(Clone, Debug)]
-pub struct Resolved {
-    pub files: Vec<ChainFile>,
-    /// The `.dat` path and whether it exists.
-    pub dat: PathBuf,
-    pub has_dat: bool,
-}
-
-/// Find the files that recover `until` (`None`: newest), checked against
-/// the chain's `.dat`.
-pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Option<Resolved>> {
-    let listing = repo::list(repo_dir)?;
-    for p in &listing.skipped {
-        log.note(format_args!(
-            "ignoring {} (not a regular file)",
-            p.display()
-        ));
-    }
-    let chain = repo::chain_at(&listing.files, until);
-    let Some(head) = chain.first() else {
-        return Ok(None);
-    };
-    let dat_path = repo::dat_path(repo_dir, head);
-    let Some(lines) = dat::read(&dat_path)? else {
-        log.note(format_args!(
-            "{} is missing: using the directory listing",
-            dat_path.display()
-        ));
-        return Ok(Some(Resolved {
-            files: chain
-                .into_iter()
-                .map(|file| ChainFile { file, line: None })
-                .collect(),
-            dat: dat_path,
-            has_dat: false,
-        }));
-    };
-    let present: HashMap<String, DataFile> =
-        chain.iter().map(|f| (f.file_name(), f.clone())).collect();
-    let mut files = Vec::new();
-    let mut expected_start = 0u64;
-    for line in lines {
-        let Some(name) = DataName::parse(&line.name) else {
-            return Err(Error::BadDat {
-                path: dat_path.clone(),
-                line: files.len() + 1,
-                reason: format!("{:?} is not a backup file name", line.name),
-            });
-        };
-        if until.is_some_and(|u| name.stamp > u) {
-            break;
-        }
-        if line.start != expected_start {
-            return Err(Error::BadDat {
-                path: dat_path.clone(),
-                line: files.len() + 1,
-                reason: format!(
-                    "{} starts at {} but the chain so far ends at {expected_start}",
-                    line.name, line.start
-                ),
-            });
-        }
-        expected_start = line.end;
-        let Some(file) = present.get(&line.name).cloned() else {
-            return Err(Error::MissingFile {
-                path: repo_dir.join(&line.name),
-                listed_in: dat_path.clone(),
-            });
-        };
-        files.push(ChainFile {
-            file,
-            line: Some(line),
-        });
-    }
-    for f in &chain {
-        if !files.iter().any(|c| c.file.name == f.name) {
-            log.note(format_args!(
-                "ignoring {}: not listed in {}",
-                f.path.display(),
-                dat_path.display()
-            ));
-        }
-    }
-    if files.is_empty() {
-        return Err(Error::BadDat {
-            path: dat_path,
-            line: 1,
-            reason: "lists no file of its chain".into(),
-        });
-    }
-    Ok(Some(Resolved {
-        files,
-        dat: dat_path,
-        has_dat: true,
-    }))
-}
-
 /// Run a recovery.
 pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
     let repo_dir = &opts.repository;
@@ -164,7 +57,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
         )),
         None => log.note(format_args!("looking for the newest backup...")),
     }
-    let Some(chain) = resolve(repo_dir, opts.date, log)? else {
+    let Some(chain) = repo::resolve(repo_dir, opts.date, log)? else {
         return Err(match &opts.date_text {
             Some(d) => Error::NoFiles(format!("No files in repository before {d}")),
             None => Error::NoFiles("No files in repository".into()),

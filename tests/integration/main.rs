@@ -1,0 +1,14 @@
+//! Integration tests of the `repozo` binary against real FileStorage files
+//! written by ZODB, compared with ZODB's own repozo where the behaviour is
+//! shared. Needs Python with ZODB 6.4 (`$REPOZO_PYTHON`, default
+//! `.venv/bin/python`).
+
+mod util;
+
+mod backup;
+mod cli;
+mod compat;
+mod damage;
+mod recover;
+mod source;
+mod verify;
