@@ -9,6 +9,7 @@ mod backup;
 mod cli;
 mod compat;
 mod damage;
+mod index;
 mod recover;
 mod source;
 mod verify;
