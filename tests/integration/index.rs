@@ -76,12 +76,12 @@ fn indexes_equal_zodbs_scan_through_increments_and_packs() {
 #[test]
 fn quick_backup_scans_only_the_new_transactions() {
     let env = Env::with_db(311, 30);
-    rm_live(env);
+    rm_live(&env);
     let o = env.backup(&["-v"], T1);
     assert_eq!(scan_start(&o), 4, "no index yet: the whole file is scanned");
     let end1 = fs_len(&env, &format!("repo/{T1}.fs"));
     env.append(312, 4);
-    rm_live(env);
+    rm_live(&env);
     let o = env.backup(&["-Q", "-v"], T2);
     assert_eq!(scan_start(&o), end1, "{}", o.stderr_str());
     check_index(&env, T2);
@@ -206,10 +206,10 @@ fn insane_indexes_are_skipped() {
 #[test]
 fn mixed_chain_indexes() {
     let env = Env::with_db(341, 25);
-    rm_live(env);
+    rm_live(&env);
     env.py_backup(&[], T1);
     env.append(342, 3);
-    rm_live(env);
+    rm_live(&env);
     let o = env.backup(&["-Q", "-v"], T2);
     assert!(
         o.stderr_str()
@@ -222,7 +222,7 @@ fn mixed_chain_indexes() {
     env.py_backup(&["-Q"], T3);
     check_index(&env, T3);
     env.append(344, 3);
-    rm_live(env);
+    rm_live(&env);
     env.backup(&["-Q"], T4);
     check_index(&env, T4);
     let out = env.recover("out.fs", &[]);
