@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::dat::{self, DatLine};
+use crate::dat::{self, DatFile, DatLine};
 use crate::durable::{self, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::fstorage::{self, Scan};
 use crate::index::Index;
+use crate::lock;
 use crate::pipeline::{self, CopyError, Sink};
 use crate::repo::{self, DataFile};
 use crate::stamp::{DataName, Kind, Stamp};
@@ -87,6 +88,8 @@ impl Reason {
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
+    repo::check_dir(repo)?;
+    let _lock = lock::lock(repo, true, log)?;
     let listing = repo::list(repo)?;
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
@@ -97,6 +100,7 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     // Backup and recovery agree on one truth: a chain that recovery could
     // not use is never extended.
     let mut chain: Vec<DataFile> = Vec::new();
+    let mut dat_file: Option<DatFile> = None;
     let decision = if opts.full {
         Err(Reason::Forced)
     } else {
@@ -109,7 +113,9 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
             Ok(Some(r)) if !r.has_dat => Err(Reason::MissingDat),
             Ok(Some(r)) => {
                 let last = r.files.last().and_then(|c| c.line.clone());
+                set_aside(repo, &r.orphans, log)?;
                 chain = r.files.into_iter().map(|c| c.file).collect();
+                dat_file = r.dat_file;
                 match last {
                     None => Err(Reason::MissingDat),
                     Some(last) if opts.quick => decide_quick(opts, &src, size, &last, log)?,
@@ -144,7 +150,16 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                 return write_full(opts, &listing, &src, scan, stamp, log);
             }
             log.note(format_args!("doing incremental, starting at: {start}"));
-            write_incremental(opts, &chain[0], &src, scan, start, stamp, log)
+            write_incremental(
+                opts,
+                &chain[0],
+                dat_file.as_ref(),
+                &src,
+                scan,
+                start,
+                stamp,
+                log,
+            )
         }
     }
 }
@@ -397,9 +412,11 @@ fn write_full(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_incremental(
     opts: &BackupOptions,
     head: &DataFile,
+    dat_file: Option<&DatFile>,
     src: &File,
     scan: Scan,
     start: u64,
@@ -423,7 +440,24 @@ fn write_incremental(
     write_index(opts, &scan.index, scan.end, &repo.join(name.index_name()))?;
     let line = dat::format_line(repo, &name.file_name(), start, scan.end, &md5);
     let dat_path = repo::dat_path(repo, head);
-    durable::append_line(&dat_path, &line)?;
+    match dat_file {
+        Some(d) if d.needs_repair => {
+            // A crash cut the last append short: rewrite the .dat with its
+            // complete lines and the new one, atomically.
+            log.note(format_args!(
+                "repairing {}: {}",
+                dat_path.display(),
+                match &d.torn {
+                    Some(t) => format!("dropping the torn last line {t:?}"),
+                    None => "adding the missing final newline".to_string(),
+                }
+            ));
+            let mut bytes = d.repaired_bytes();
+            bytes.extend_from_slice(&line);
+            durable::write_file(repo, &dat_path, &bytes)?;
+        }
+        _ => durable::append_line(&dat_path, &line)?,
+    }
     log.note(format_args!("incremental backup done: md5 {md5}"));
     Ok(Outcome::Incremental {
         name: name.file_name(),
@@ -431,6 +465,32 @@ fn write_incremental(
         end: scan.end,
         md5,
     })
+}
+
+/// Move data files that the chain's `.dat` does not list out of the way
+/// (`NAME.orphaned`, with their `.index`), so that neither tool can take
+/// them for part of the chain.
+fn set_aside(repo: &Path, orphans: &[DataFile], log: &Log) -> Result<()> {
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    for f in orphans {
+        let mut to = f.path.clone().into_os_string();
+        to.push(".orphaned");
+        log.note(format_args!(
+            "setting aside {} (not listed in its chain's .dat) as {}",
+            f.path.display(),
+            PathBuf::from(&to).display()
+        ));
+        std::fs::rename(&f.path, &to).ctx("set aside", &f.path)?;
+        let index = repo::index_path(repo, f);
+        if index.exists() {
+            let mut ito = index.clone().into_os_string();
+            ito.push(".orphaned");
+            std::fs::rename(&index, &ito).ctx("set aside", &index)?;
+        }
+    }
+    durable::sync_dir(repo)
 }
 
 /// `-k`: remove every data file older than the full backup just written,

@@ -23,6 +23,9 @@ pub struct DatLine {
     pub end: u64,
     /// md5 of the file's uncompressed bytes, lower-case hex.
     pub md5: String,
+    /// The line as written (without its newline), kept so that a repair
+    /// rewrites it unchanged.
+    pub raw: String,
 }
 
 impl DatLine {
@@ -71,6 +74,7 @@ impl DatLine {
             start,
             end,
             md5: md5.to_ascii_lowercase(),
+            raw: line.to_string(),
         })
     }
 }
@@ -94,34 +98,67 @@ pub fn join_like_python(repository: &Path, name: &str) -> Vec<u8> {
     out
 }
 
+/// A parsed `.dat` file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatFile {
+    /// The complete lines, in order.
+    pub lines: Vec<DatLine>,
+    /// A last line cut short by a crash in the middle of an append (no
+    /// newline and not parseable): it does not count.
+    pub torn: Option<String>,
+    /// The file does not end with a newline (torn, or a last line whose
+    /// newline is missing): the next append must rewrite it first.
+    pub needs_repair: bool,
+}
+
+impl DatFile {
+    /// The file's content with every complete line, each ending in `\n`.
+    pub fn repaired_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in &self.lines {
+            out.extend_from_slice(l.raw.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
 /// Read and parse a `.dat` file. `Ok(None)` when it does not exist.
-pub fn read(path: &Path) -> Result<Option<Vec<DatLine>>> {
+///
+/// Every line but an unterminated last one must parse; an unterminated
+/// last line that does not parse is a torn append and is set aside in
+/// [`DatFile::torn`].
+pub fn read(path: &Path) -> Result<Option<DatFile>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", path, e)),
     };
-    let text = std::str::from_utf8(&bytes).map_err(|e| Error::BadDat {
-        path: path.to_path_buf(),
-        line: 1 + bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count(),
-        reason: "not valid UTF-8".into(),
-    })?;
-    let mut lines = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let line = DatLine::parse(raw).map_err(|reason| Error::BadDat {
+    let mut out = DatFile::default();
+    let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // split leaves an empty piece after a final newline
+    let last = pieces.pop().unwrap_or(&[]);
+    for (i, raw) in pieces.iter().enumerate() {
+        let bad = |reason: String| Error::BadDat {
             path: path.to_path_buf(),
             line: i + 1,
             reason,
-        })?;
-        lines.push(line);
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| bad("not valid UTF-8".into()))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        out.lines.push(DatLine::parse(text).map_err(bad)?);
     }
-    Ok(Some(lines))
+    if !last.is_empty() {
+        out.needs_repair = true;
+        match std::str::from_utf8(last).map(DatLine::parse) {
+            Ok(Ok(line)) => out.lines.push(line),
+            _ if last.iter().all(|b| b.is_ascii_whitespace()) => {}
+            _ => out.torn = Some(String::from_utf8_lossy(last).into_owned()),
+        }
+    }
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -170,6 +207,38 @@ mod tests {
         ] {
             assert!(DatLine::parse(&bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn torn_last_line_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.dat");
+        let good = format!("r/2026-11-20-01-02-03.fs 0 10 {SUM}\n");
+        std::fs::write(&p, format!("{good}r/2026-11-20-01-02-04.deltafs 10 2")).unwrap();
+        let d = read(&p).unwrap().unwrap();
+        assert_eq!(d.lines.len(), 1);
+        assert!(d.needs_repair);
+        assert_eq!(
+            d.torn.as_deref(),
+            Some("r/2026-11-20-01-02-04.deltafs 10 2")
+        );
+        assert_eq!(d.repaired_bytes(), good.as_bytes());
+        // a complete last line without its newline counts, but needs repair
+        std::fs::write(&p, good.trim_end()).unwrap();
+        let d = read(&p).unwrap().unwrap();
+        assert_eq!(
+            (d.lines.len(), d.torn.is_none(), d.needs_repair),
+            (1, true, true)
+        );
+        // a bad line in the middle is an error with its line number
+        std::fs::write(&p, format!("{good}garbage\n{good}")).unwrap();
+        match read(&p) {
+            Err(Error::BadDat { line: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // CRLF and blank lines are fine
+        std::fs::write(&p, format!("\n{}\r\n", good.trim_end())).unwrap();
+        assert_eq!(read(&p).unwrap().unwrap().lines.len(), 1);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub enum Error {
     BadGzip { path: PathBuf, reason: String },
     /// Recovery to stdout stopped because the reader went away.
     BrokenPipe,
+    /// Another run holds the repository lock.
+    Locked(PathBuf),
+    /// Not enough free space for the recovered file.
+    NoSpace { path: PathBuf, need: u64, have: u64 },
 }
 
 impl Error {
@@ -102,6 +106,16 @@ impl fmt::Display for Error {
                 write!(f, "{} is not a valid gzip file: {reason}", path.display())
             }
             Error::BrokenPipe => write!(f, "output closed before recovery finished"),
+            Error::Locked(p) => write!(
+                f,
+                "repository locked: another repozo run is using {}; try again when it has finished",
+                p.display()
+            ),
+            Error::NoSpace { path, need, have } => write!(
+                f,
+                "not enough free space for {}: need {need} bytes, {have} available",
+                path.display()
+            ),
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod durable;
 pub mod error;
 pub mod fstorage;
 pub mod index;
+pub mod lock;
 pub mod pipeline;
 pub mod recover;
 pub mod repo;

@@ -16,6 +16,7 @@ use md5::{Digest, Md5};
 
 use crate::durable::{self, TempFile};
 use crate::error::{Error, IoContext, Result};
+use crate::lock;
 use crate::pipeline;
 use crate::repo::{self, Resolved};
 use crate::stamp::Stamp;
@@ -57,6 +58,8 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
         )),
         None => log.note(format_args!("looking for the newest backup...")),
     }
+    repo::check_dir(repo_dir)?;
+    let _lock = lock::lock(repo_dir, false, log)?;
     let Some(chain) = repo::resolve(repo_dir, opts.date, log)? else {
         return Err(match &opts.date_text {
             Some(d) => Error::NoFiles(format!("No files in repository before {d}")),
@@ -103,6 +106,7 @@ fn recover_to_file(
     log: &Log,
 ) -> Result<Recovered> {
     log.note(format_args!("Recovering file to {}", out.display()));
+    check_free_space(chain, out)?;
     let mut part_name = out.as_os_str().to_owned();
     part_name.push(".part");
     let mut part = TempFile::at(PathBuf::from(part_name))?;
@@ -155,6 +159,48 @@ fn recover_to_file(
     }
     durable::sync_parent(out)?;
     Ok(Recovered { index, ..r })
+}
+
+/// Refuse to start a recovery that cannot fit beside the old output (which
+/// is kept until the new one is complete).
+fn check_free_space(chain: &Resolved, out: &Path) -> Result<()> {
+    let need: u64 = if chain.has_dat {
+        chain
+            .files
+            .iter()
+            .filter_map(|c| c.line.as_ref())
+            .map(|l| l.len())
+            .sum()
+    } else {
+        // without a .dat only plain files have a known size
+        chain
+            .files
+            .iter()
+            .filter(|c| !c.file.name.gzip)
+            .filter_map(|c| fs::metadata(&c.file.path).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let dir = parent_dir(out);
+    let Ok(cdir) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+    else {
+        return Ok(());
+    };
+    // SAFETY: statvfs fills the struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(cdir.as_ptr(), &mut st) } != 0 {
+        // the directory's problems are reported when we create the file
+        return Ok(());
+    }
+    let have = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    if need > have {
+        return Err(Error::NoSpace {
+            path: out.to_path_buf(),
+            need,
+            have,
+        });
+    }
+    Ok(())
 }
 
 fn parent_dir(p: &Path) -> PathBuf {

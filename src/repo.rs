@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::dat::{self, DatLine};
+use crate::dat::{self, DatFile, DatLine};
 use crate::error::{Error, Result};
 use crate::stamp::{DataName, Kind, Stamp};
 use crate::Log;
@@ -46,8 +46,8 @@ pub struct Listing {
     pub newest_stamp: Option<Stamp>,
 }
 
-/// List the backup data files of `repo`, oldest first.
-pub fn list(repo: &Path) -> Result<Listing> {
+/// Check that the repository exists and is a directory.
+pub fn check_dir(repo: &Path) -> Result<()> {
     let meta = std::fs::metadata(repo).map_err(|e| Error::io("open repository", repo, e))?;
     if !meta.is_dir() {
         return Err(Error::io(
@@ -56,6 +56,12 @@ pub fn list(repo: &Path) -> Result<Listing> {
             std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         ));
     }
+    Ok(())
+}
+
+/// List the backup data files of `repo`, oldest first.
+pub fn list(repo: &Path) -> Result<Listing> {
+    check_dir(repo)?;
     let mut out = Listing::default();
     for entry in walkdir::WalkDir::new(repo).min_depth(1).max_depth(1) {
         let entry = entry.map_err(|e| {
@@ -131,6 +137,11 @@ pub struct Resolved {
     /// The `.dat` path and whether it exists.
     pub dat: PathBuf,
     pub has_dat: bool,
+    /// The parsed `.dat` (with its torn last line, if any).
+    pub dat_file: Option<DatFile>,
+    /// Data files of the chain's span that its `.dat` does not list (left
+    /// by a crash between publishing a file and recording it): not used.
+    pub orphans: Vec<DataFile>,
 }
 
 /// Find the files that recover `until` (`None`: newest), checked against
@@ -148,7 +159,7 @@ pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Optio
         return Ok(None);
     };
     let dat_path = dat_path(repo_dir, head);
-    let Some(lines) = dat::read(&dat_path)? else {
+    let Some(dat_file) = dat::read(&dat_path)? else {
         log.note(format_args!(
             "{} is missing: using the directory listing",
             dat_path.display()
@@ -160,8 +171,17 @@ pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Optio
                 .collect(),
             dat: dat_path,
             has_dat: false,
+            dat_file: None,
+            orphans: Vec::new(),
         }));
     };
+    if let Some(t) = &dat_file.torn {
+        log.note(format_args!(
+            "ignoring the torn last line of {} (an interrupted append): {t:?}",
+            dat_path.display()
+        ));
+    }
+    let lines = dat_file.lines.clone();
     let present: HashMap<String, DataFile> =
         chain.iter().map(|f| (f.file_name(), f.clone())).collect();
     let mut files = Vec::new();
@@ -199,6 +219,7 @@ pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Optio
             line: Some(line),
         });
     }
+    let mut orphans = Vec::new();
     for f in &chain {
         if !files.iter().any(|c| c.file.name == f.name) {
             log.note(format_args!(
@@ -206,6 +227,7 @@ pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Optio
                 f.path.display(),
                 dat_path.display()
             ));
+            orphans.push(f.clone());
         }
     }
     if files.is_empty() {
@@ -219,6 +241,8 @@ pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Optio
         files,
         dat: dat_path,
         has_dat: true,
+        dat_file: Some(dat_file),
+        orphans,
     }))
 }
 

@@ -9,6 +9,7 @@ use md5::{Digest, Md5};
 
 use crate::dat;
 use crate::error::{Error, Result};
+use crate::lock;
 use crate::pipeline;
 use crate::repo;
 use crate::stamp::DataName;
@@ -34,13 +35,15 @@ pub struct Verified {
 /// Run a verification.
 pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     let repo_dir = &opts.repository;
+    repo::check_dir(repo_dir)?;
+    let _lock = lock::lock(repo_dir, false, log)?;
     let listing = repo::list(repo_dir)?;
     let chain = repo::chain_at(&listing.files, None);
     let Some(head) = chain.first() else {
         return Err(Error::NoFiles("No files in repository".into()));
     };
     let dat_path = repo::dat_path(repo_dir, head);
-    let lines = dat::read(&dat_path)?.ok_or_else(|| {
+    let dat = dat::read(&dat_path)?.ok_or_else(|| {
         Error::io(
             "read",
             &dat_path,
@@ -48,10 +51,34 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         )
     })?;
     let mut bad = Vec::new();
+    if let Some(t) = &dat.torn {
+        bad.push(format!(
+            "{} ends with a torn line (an interrupted append): {t:?}",
+            dat_path.display()
+        ));
+    }
+    for f in &chain {
+        if !dat.lines.iter().any(|l| l.name == f.file_name()) {
+            bad.push(format!(
+                "{} is not listed in {} (an orphan: recovery does not use it)",
+                f.path.display(),
+                dat_path.display()
+            ));
+        }
+    }
     let mut out = Verified::default();
-    for line in &lines {
+    let mut expected_start = 0u64;
+    for line in &dat.lines {
         let path = repo_dir.join(&line.name);
         log.note(format_args!("Verifying {}", path.display()));
+        if line.start != expected_start {
+            bad.push(format!(
+                "{} starts at {} but the chain before it ends at {expected_start}",
+                path.display(),
+                line.start
+            ));
+        }
+        expected_start = line.end;
         let gzip =
             DataName::parse(&line.name).is_some_and(|n| n.gzip) || line.name.ends_with("fsz");
         if !path.is_file() {

@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tempfile::TempDir;
 
+/// The repository lock file our binary keeps (see `src/lock.rs`).
+pub const LOCK_NAME: &str = ".repozo.lock";
+
 /// Our binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_repozo");
 
@@ -554,6 +557,10 @@ pub fn snapshot(dir: &Path) -> Snapshot {
     for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
+        if name == LOCK_NAME {
+            // our repository lock file (empty; ZODB's repozo has none)
+            continue;
+        }
         let ft = e.file_type().unwrap();
         let bytes = if ft.is_file() {
             fs::read(e.path()).unwrap()
