@@ -11,5 +11,6 @@ mod compat;
 mod damage;
 mod index;
 mod recover;
+mod reliability;
 mod source;
 mod verify;
