@@ -249,3 +249,56 @@ mod tests {
         assert_eq!(l, format!("/abs/repo/n.fs 0 10 {SUM}\n").into_bytes());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Cases per property: `REPOZO_FUZZ_CASES` (default 3000; a release
+    /// soak uses a million).
+    fn cases() -> u32 {
+        std::env::var("REPOZO_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        /// Any text is parsed or rejected, never a panic; what parses is
+        /// consistent.
+        #[test]
+        fn any_line(line in "\\PC{0,120}") {
+            if let Ok(l) = DatLine::parse(&line) {
+                prop_assert!(l.start <= l.end);
+                prop_assert_eq!(l.md5.len(), 32);
+                prop_assert!(!l.name.contains('/'));
+            }
+        }
+
+        /// Lines shaped like real ones, with noise in each field.
+        #[test]
+        fn line_like(
+            path in "[ a-z./-]{0,30}",
+            start in "[0-9-]{0,22}",
+            end in "[0-9x]{0,22}",
+            md5 in "[0-9a-fA-FgG]{30,34}",
+            sep in "[ \\t]{1,3}",
+            cr in proptest::bool::ANY,
+        ) {
+            let line = format!("{path}{sep}{start}{sep}{end}{sep}{md5}{}", if cr { "\r" } else { "" });
+            let _ = DatLine::parse(&line);
+        }
+
+        /// Whole files of random bytes: an error or a parse, never a panic.
+        #[test]
+        fn any_file(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("x.dat");
+            std::fs::write(&p, &bytes).unwrap();
+            let _ = read(&p);
+        }
+    }
+}

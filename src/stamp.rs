@@ -262,3 +262,50 @@ mod tests {
         assert_eq!(st("2024-02-28-23-59-59").next_second(), st("2024-02-29"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Cases per property: `REPOZO_FUZZ_CASES` (default 3000; a release
+    /// soak uses a million).
+    fn cases() -> u32 {
+        std::env::var("REPOZO_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn any_date(s in "\\PC{0,30}") {
+            if let Ok(st) = Stamp::parse_date(&s) {
+                // what parses prints back as the full form of the input
+                prop_assert!(st.to_string().starts_with(&s));
+            }
+        }
+
+        #[test]
+        fn date_like(s in "[0-9-]{8,22}") {
+            let _ = Stamp::parse_date(&s);
+        }
+
+        #[test]
+        fn valid_dates_round_trip(y in 1000u32..9999, mo in 1u32..=12, d in 1u32..=28,
+                                  h in 0u32..24, mi in 0u32..60, se in 0u32..60) {
+            let s = format!("{y:04}-{mo:02}-{d:02}-{h:02}-{mi:02}-{se:02}");
+            let st = Stamp::parse_date(&s).unwrap();
+            prop_assert_eq!(st.to_string(), s.clone());
+            prop_assert_eq!(DataName::parse(&format!("{s}.deltafsz")).map(|n| n.stamp), Some(st));
+            prop_assert!(st.next_second() > st);
+        }
+
+        #[test]
+        fn any_file_name(s in "\\PC{0,40}") {
+            let _ = DataName::parse(&s);
+        }
+    }
+}
