@@ -332,36 +332,17 @@ fn write_data(
     }
     let mut tmp = TempFile::new_in(&opts.repository)?;
     let tmp_path = tmp.path().to_path_buf();
-    let mut sink = Sink::new(tmp.take(), opts.gzip);
+    let sink = Sink::new(tmp.take(), opts.gzip);
     let mut md5 = Md5::new();
-    copy_range(
-        src,
-        &opts.file,
-        start,
-        end - start,
-        &mut md5,
-        &mut sink,
-        &tmp_path,
+    let file = pipeline::copy_range_parallel(src, start, end - start, &mut md5, sink).map_err(
+        |e| match e {
+            CopyError::Read(e) => Error::io("read", &opts.file, e),
+            CopyError::Write(e) => Error::io("write", &tmp_path, e),
+        },
     )?;
-    let file = sink.finish().ctx("write", &tmp_path)?;
     tmp.put_back(file);
     tmp.publish(dest, false)?;
     Ok(pipeline::hex(&md5.finalize()))
-}
-
-fn copy_range(
-    src: &File,
-    src_path: &Path,
-    start: u64,
-    len: u64,
-    md5: &mut Md5,
-    out: &mut dyn Write,
-    out_path: &Path,
-) -> Result<()> {
-    pipeline::copy_range(src, start, len, md5, Some(out)).map_err(|e| match e {
-        CopyError::Read(e) => Error::io("read", src_path, e),
-        CopyError::Write(e) => Error::io("write", out_path, e),
-    })
 }
 
 /// Write the `.index` for a backup ending at `end`.

@@ -125,6 +125,77 @@ pub fn copy_range(
     Ok(())
 }
 
+/// Buffers in flight between the reading/hashing thread and the writer.
+const IN_FLIGHT: usize = 4;
+
+/// [`copy_range`] on two cores: this thread reads and hashes, a second
+/// thread writes (and compresses) into `sink`, which is returned finished.
+/// The bytes and the md5 are the same as the one-thread copy's.
+pub fn copy_range_parallel(
+    src: &File,
+    start: u64,
+    len: u64,
+    md5: &mut Md5,
+    sink: Sink,
+) -> std::result::Result<File, CopyError> {
+    use std::sync::mpsc::{channel, sync_channel};
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+    let bufsize = CHUNK.min(len.max(1) as usize);
+    for _ in 0..IN_FLIGHT {
+        empty_tx.send(vec![0u8; bufsize]).expect("receiver alive");
+    }
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::result::Result<File, CopyError> {
+            let mut sink = sink;
+            while let Ok((buf, n)) = full_rx.recv() {
+                sink.write_all(&buf[..n]).map_err(CopyError::Write)?;
+                // the reader may have stopped already: nothing to return to
+                let _ = empty_tx.send(buf);
+            }
+            sink.finish().map_err(CopyError::Write)
+        });
+        let mut pos = start;
+        let end = start + len;
+        let mut read_result = Ok(());
+        while pos < end {
+            let Ok(mut buf) = empty_rx.recv() else {
+                break; // the writer failed; its error is reported below
+            };
+            let want = ((end - pos) as usize).min(buf.len());
+            let n = loop {
+                match src.read_at(&mut buf[..want], pos) {
+                    Ok(0) => {
+                        break Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("file ended at {pos}, before {end}"),
+                        ))
+                    }
+                    Ok(n) => break Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Err(e),
+                }
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    read_result = Err(CopyError::Read(e));
+                    break;
+                }
+            };
+            md5.update(&buf[..n]);
+            if full_tx.send((buf, n)).is_err() {
+                break;
+            }
+            pos += n as u64;
+        }
+        drop(full_tx);
+        let written = writer.join().expect("writer thread does not panic");
+        read_result?;
+        written
+    })
+}
+
 /// md5 hex of `len` bytes of `src` from `start`.
 pub fn md5_range(src: &File, path: &Path, start: u64, len: u64) -> Result<String> {
     let mut md5 = Md5::new();
@@ -216,6 +287,44 @@ mod tests {
         let n = stream_data(&p, false, &mut m, None).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(hex(&m.finalize()), hex(&Md5::digest(&data)));
+    }
+
+    #[test]
+    fn parallel_copy_equals_serial_copy() {
+        let data: Vec<u8> = (0..5 * CHUNK + 123).map(|i| (i * 31 % 253) as u8).collect();
+        let src = tempfile::tempfile().unwrap();
+        (&src).write_all(&data).unwrap();
+        for gzip in [false, true] {
+            let mut m1 = Md5::new();
+            let mut f = copy_range_parallel(
+                &src,
+                7,
+                data.len() as u64 - 7,
+                &mut m1,
+                Sink::new(tempfile::tempfile().unwrap(), gzip),
+            )
+            .unwrap();
+            use std::io::Seek;
+            f.rewind().unwrap();
+            let mut out = Vec::new();
+            if gzip {
+                MultiGzDecoder::new(f).read_to_end(&mut out).unwrap();
+            } else {
+                f.read_to_end(&mut out).unwrap();
+            }
+            assert_eq!(out, &data[7..]);
+            assert_eq!(hex(&m1.finalize()), hex(&Md5::digest(&data[7..])));
+        }
+        // a range past the end of the source is a read error, not a hang
+        let mut m = Md5::new();
+        let r = copy_range_parallel(
+            &src,
+            0,
+            data.len() as u64 + 1,
+            &mut m,
+            Sink::new(tempfile::tempfile().unwrap(), false),
+        );
+        assert!(matches!(r, Err(CopyError::Read(_))));
     }
 
     #[test]
