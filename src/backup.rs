@@ -283,7 +283,7 @@ fn decide_full_check(
     let mut md5 = Md5::new();
     let mut reposz = 0u64;
     for f in chain {
-        reposz += pipeline::stream_data(&f.path, f.name.gzip, &mut md5, None)?;
+        reposz += pipeline::stream_data(&f.path, f.name.gzip, Some(&mut md5), None)?;
     }
     let reposum = pipeline::hex(&md5.finalize());
     log.note(format_args!(

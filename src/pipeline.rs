@@ -222,7 +222,7 @@ pub fn open_data(path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
 pub fn stream_data(
     path: &Path,
     gzip: bool,
-    md5: &mut Md5,
+    mut md5: Option<&mut Md5>,
     mut out: Option<(&mut dyn Write, &Path)>,
 ) -> Result<u64> {
     let mut r = open_data(path, gzip)?;
@@ -235,7 +235,9 @@ pub fn stream_data(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(path, gzip, e)),
         };
-        md5.update(&buf[..n]);
+        if let Some(m) = md5.as_deref_mut() {
+            m.update(&buf[..n]);
+        }
         if let Some((o, opath)) = out.as_mut() {
             o.write_all(&buf[..n]).map_err(|e| {
                 if e.kind() == io::ErrorKind::BrokenPipe {
@@ -248,6 +250,72 @@ pub fn stream_data(
         total += n as u64;
     }
     Ok(total)
+}
+
+/// Copy the first `len` bytes of `src` to the current position of `out`
+/// inside the kernel (`copy_file_range`), falling back to read/write where
+/// the file systems do not support it.
+pub fn kernel_copy(
+    src: &File,
+    src_path: &Path,
+    len: u64,
+    out: &File,
+    out_path: &Path,
+) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let mut off: libc::loff_t = 0;
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(1 << 30) as usize;
+        // SAFETY: valid descriptors; `off` is ours; a null output offset
+        // means "the output file's position", which the kernel advances.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off,
+                out.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
+        if n > 0 {
+            left -= n as u64;
+            continue;
+        }
+        if n == 0 {
+            return Err(Error::io(
+                "read",
+                src_path,
+                io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
+            ));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EXDEV)
+            | Some(libc::ENOSYS)
+            | Some(libc::EINVAL)
+            | Some(libc::EOPNOTSUPP) => {
+                // copy the rest the ordinary way
+                let mut w: &File = out;
+                let mut m = Md5::new();
+                return copy_range(src, off as u64, left, &mut m, Some(&mut w)).map_err(
+                    |e| match e {
+                        CopyError::Read(e) => Error::io("read", src_path, e),
+                        CopyError::Write(e) => Error::io("write", out_path, e),
+                    },
+                );
+            }
+            // the kernel does not say which side failed: ENOSPC, EDQUOT
+            // and EFBIG are the output's
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => {
+                return Err(Error::io("write", out_path, e))
+            }
+            _ => return Err(Error::io("copy into", out_path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// A read error on a data file: for gzip files, bad data is reported as a
@@ -284,7 +352,7 @@ mod tests {
             one_shot
         );
         let mut m = Md5::new();
-        let n = stream_data(&p, false, &mut m, None).unwrap();
+        let n = stream_data(&p, false, Some(&mut m), None).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(hex(&m.finalize()), hex(&Md5::digest(&data)));
     }
@@ -344,7 +412,7 @@ mod tests {
         }
         std::fs::write(&p, &all).unwrap();
         let mut m = Md5::new();
-        let n = stream_data(&p, true, &mut m, None).unwrap();
+        let n = stream_data(&p, true, Some(&mut m), None).unwrap();
         assert_eq!(n, 11);
         assert_eq!(hex(&m.finalize()), hex(&Md5::digest(b"hello world")));
         // a damaged stream is a gzip error naming the file
@@ -352,7 +420,7 @@ mod tests {
         let k = bad.len() - 3;
         bad[k] ^= 0xff;
         std::fs::write(&p, &bad).unwrap();
-        let err = stream_data(&p, true, &mut Md5::new(), None).unwrap_err();
+        let err = stream_data(&p, true, None, None).unwrap_err();
         assert!(matches!(err, Error::BadGzip { .. }), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 //! is not used. A chain without a `.dat` is recovered from the directory
 //! listing, as ZODB's repozo does.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use md5::{Digest, Md5};
 use crate::durable::{self, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::lock;
-use crate::pipeline;
+use crate::pipeline::{self, CopyError, Sink};
 use crate::repo::{self, Resolved};
 use crate::stamp::Stamp;
 use crate::Log;
@@ -43,8 +43,6 @@ pub struct Recovered {
     pub files: Vec<String>,
     /// Bytes written.
     pub bytes: u64,
-    /// md5 of the recovered bytes.
-    pub md5: String,
     /// Whether an `.index` was put beside the output.
     pub index: bool,
 }
@@ -82,13 +80,18 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             log.note(format_args!("Recovering file to stdout"));
             let stdout = io::stdout();
             let mut lock = stdout.lock();
+            let mut w = io::BufWriter::with_capacity(pipeline::CHUNK, &mut lock);
             let r = concat(
                 &chain,
                 opts.with_verify,
-                &mut lock,
-                Path::new("<stdout>"),
+                Dest::Stream(&mut w, Path::new("<stdout>")),
                 log,
             )?;
+            w.flush().map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+                _ => Error::io("write", Path::new("<stdout>"), e),
+            })?;
+            drop(w);
             lock.flush().map_err(|e| match e.kind() {
                 io::ErrorKind::BrokenPipe => Error::BrokenPipe,
                 _ => Error::io("write", Path::new("<stdout>"), e),
@@ -112,10 +115,8 @@ fn recover_to_file(
     let mut part = TempFile::at(PathBuf::from(part_name))?;
     let part_path = part.path().to_path_buf();
     let r = {
-        let mut w = io::BufWriter::with_capacity(pipeline::CHUNK, part.file());
-        let r = concat(chain, opts.with_verify, &mut w, &part_path, log)?;
-        w.flush().ctx("write", &part_path)?;
-        r
+        let file: &File = part.file();
+        concat(chain, opts.with_verify, Dest::File(file, &part_path), log)?
     };
     // The index: the chain's last .index, copied beside the output.
     let last = &chain.files.last().expect("a chain is never empty").file;
@@ -210,29 +211,56 @@ fn parent_dir(p: &Path) -> PathBuf {
     }
 }
 
-/// Write the chain's bytes to `out`; with `verify`, check each file's size
-/// and md5 against its `.dat` line.
-fn concat(
-    chain: &Resolved,
-    verify: bool,
-    out: &mut dyn Write,
-    out_path: &Path,
-    log: &Log,
-) -> Result<Recovered> {
-    let mut total = Md5::new();
+/// Where recovered bytes go.
+enum Dest<'a> {
+    /// A file: plain data files are copied by the kernel.
+    File(&'a File, &'a Path),
+    /// A stream (stdout).
+    Stream(&'a mut dyn Write, &'a Path),
+}
+
+/// Write the chain's bytes to `dest`. Each file's size is checked against
+/// its `.dat` line (free); with `verify` also its md5. Without `verify`
+/// nothing is hashed and plain files are copied with `copy_file_range`.
+fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Result<Recovered> {
     let mut bytes = 0u64;
     let mut names = Vec::new();
     for cf in &chain.files {
         let f = &cf.file;
-        let mut tee = Tee {
-            inner: &mut *out,
-            md5: &mut total,
-        };
         let mut md5 = Md5::new();
-        let n = pipeline::stream_data(&f.path, f.name.gzip, &mut md5, Some((&mut tee, out_path)))?;
-        let sum = pipeline::hex(&md5.finalize());
-        if verify {
-            let line = cf.line.as_ref().expect("verify requires a .dat");
+        let n = match &mut dest {
+            Dest::File(out, out_path) if !f.name.gzip => {
+                let src = File::open(&f.path).ctx("open", &f.path)?;
+                let len = src.metadata().ctx("stat", &f.path)?.len();
+                if verify {
+                    let writer = out.try_clone().ctx("write", out_path)?;
+                    pipeline::copy_range_parallel(&src, 0, len, &mut md5, Sink::new(writer, false))
+                        .map_err(|e| match e {
+                            CopyError::Read(e) => Error::io("read", &f.path, e),
+                            CopyError::Write(e) => Error::io("write", out_path, e),
+                        })?;
+                } else {
+                    pipeline::kernel_copy(&src, &f.path, len, out, out_path)?;
+                }
+                len
+            }
+            Dest::File(out, out_path) => {
+                let mut w: &File = out;
+                pipeline::stream_data(
+                    &f.path,
+                    true,
+                    verify.then_some(&mut md5),
+                    Some((&mut w, out_path)),
+                )?
+            }
+            Dest::Stream(w, out_path) => pipeline::stream_data(
+                &f.path,
+                f.name.gzip,
+                verify.then_some(&mut md5),
+                Some((&mut **w, out_path)),
+            )?,
+        };
+        if let Some(line) = &cf.line {
             if n != line.len() {
                 return Err(Error::VerificationFailed(vec![format!(
                     "{} is {n} bytes, should be {} bytes",
@@ -240,6 +268,10 @@ fn concat(
                     line.len()
                 )]));
             }
+        }
+        if verify {
+            let sum = pipeline::hex(&md5.finalize());
+            let line = cf.line.as_ref().expect("verify requires a .dat");
             if sum != line.md5 {
                 return Err(Error::VerificationFailed(vec![format!(
                     "{} has checksum {sum} instead of {}",
@@ -247,38 +279,23 @@ fn concat(
                     line.md5
                 )]));
             }
+            log.note(format_args!(
+                "Recovered chunk {} : {n} bytes, md5: {sum}",
+                f.path.display()
+            ));
+        } else {
+            log.note(format_args!(
+                "Recovered chunk {} : {n} bytes",
+                f.path.display()
+            ));
         }
-        log.note(format_args!(
-            "Recovered chunk {} : {n} bytes, md5: {sum}",
-            f.path.display()
-        ));
         bytes += n;
         names.push(f.file_name());
     }
-    let md5 = pipeline::hex(&total.finalize());
-    log.note(format_args!("Recovered {bytes} bytes, md5: {md5}"));
+    log.note(format_args!("Recovered a total of {bytes} bytes"));
     Ok(Recovered {
         files: names,
         bytes,
-        md5,
         index: false,
     })
-}
-
-/// A writer that also hashes what passes through it.
-struct Tee<'a> {
-    inner: &'a mut dyn Write,
-    md5: &'a mut Md5,
-}
-
-impl Write for Tee<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.md5.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

@@ -91,7 +91,7 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
                 .map(|m| m.len())
                 .map_err(|e| Error::io("stat", &path, e))
         } else {
-            pipeline::stream_data(&path, gzip, &mut md5, None)
+            pipeline::stream_data(&path, gzip, Some(&mut md5), None)
         };
         let size = match size {
             Ok(n) => n,
