@@ -21,9 +21,10 @@ use crate::error::{Error, Result};
 /// copy in cache; larger buffers measured no faster.
 pub const CHUNK: usize = 1 << 20;
 
-/// gzip level for `-z`. repozo uses Python's default of 9, which costs
-/// several times the time of level 6 for about 1-2% smaller files.
-pub const GZIP_LEVEL: u32 = 6;
+/// gzip level for `-z`. ZODB's repozo uses Python's default of 9; with
+/// the zlib-rs backend level 3 measured 5-6 times faster on FileStorage
+/// data for files about 1% larger (`scripts/bench.py` compares them).
+pub const GZIP_LEVEL: u32 = 3;
 
 /// Lower-case hex of an md5 digest.
 pub fn hex(digest: &[u8]) -> String {
@@ -36,52 +37,31 @@ pub fn hex(digest: &[u8]) -> String {
     s
 }
 
-/// Where a backup's bytes go: a plain file or a gzip stream over it.
-pub enum Sink {
-    Plain(File),
-    Gzip(GzEncoder<File>),
+/// Where a backup's bytes go: a file, written plain or as gzip.
+#[derive(Debug)]
+pub struct Sink {
+    file: File,
+    gzip: bool,
 }
 
 impl Sink {
     /// A sink writing to `file`, compressed when `gzip`.
     pub fn new(file: File, gzip: bool) -> Sink {
-        if gzip {
-            Sink::Gzip(GzEncoder::new(file, Compression::new(GZIP_LEVEL)))
-        } else {
-            Sink::Plain(file)
-        }
-    }
-
-    /// Finish the stream (gzip trailer) and return the file.
-    pub fn finish(self) -> io::Result<File> {
-        match self {
-            Sink::Plain(f) => Ok(f),
-            Sink::Gzip(g) => g.finish(),
-        }
+        Sink { file, gzip }
     }
 }
 
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::Plain(f) => f.write(buf),
-            Sink::Gzip(g) => g.write(buf),
-        }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Plain(f) => f.write_all(buf),
-            Sink::Gzip(g) => g.write_all(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Plain(f) => f.flush(),
-            Sink::Gzip(g) => g.flush(),
-        }
-    }
+/// Compress `data` into one complete gzip member. A `-z` file is a
+/// sequence of such members, one per [`CHUNK`], so that they can be
+/// compressed on several cores; gzip readers (`gunzip`, Python's gzip
+/// module) read multi-member files as one stream.
+pub fn gzip_member(data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        Compression::new(GZIP_LEVEL),
+    );
+    enc.write_all(data)?;
+    enc.finish()
 }
 
 /// Which side of a copy failed, so the error names the right file.
@@ -126,11 +106,26 @@ pub fn copy_range(
 }
 
 /// Buffers in flight between the reading/hashing thread and the writer.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 6;
 
-/// [`copy_range`] on two cores: this thread reads and hashes, a second
-/// thread writes (and compresses) into `sink`, which is returned finished.
-/// The bytes and the md5 are the same as the one-thread copy's.
+/// Threads compressing gzip members in parallel.
+const COMPRESSORS: usize = 2;
+
+/// One piece on its way to the writer, in sequence.
+struct Piece {
+    seq: u64,
+    /// Bytes to write: the chunk itself, or its gzip member.
+    data: Vec<u8>,
+    len: usize,
+    /// The read buffer to hand back once `data` is written (gzip only;
+    /// plain chunks hand back `data` itself).
+    recycle: Option<Vec<u8>>,
+}
+
+/// [`copy_range`] on several cores: this thread reads and hashes; with
+/// gzip, [`COMPRESSORS`] threads compress chunks into members; a writer
+/// thread writes them in order into the sink's file, which is returned.
+/// The bytes and the md5 are the same as a one-thread copy's.
 pub fn copy_range_parallel(
     src: &File,
     start: u64,
@@ -138,25 +133,66 @@ pub fn copy_range_parallel(
     md5: &mut Md5,
     sink: Sink,
 ) -> std::result::Result<File, CopyError> {
+    use std::collections::BTreeMap;
     use std::sync::mpsc::{channel, sync_channel};
-    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+    use std::sync::{Arc, Mutex};
+
+    let Sink { file, gzip } = sink;
+    let (piece_tx, piece_rx) = sync_channel::<Piece>(IN_FLIGHT);
     let (empty_tx, empty_rx) = channel::<Vec<u8>>();
     let bufsize = CHUNK.min(len.max(1) as usize);
     for _ in 0..IN_FLIGHT {
         empty_tx.send(vec![0u8; bufsize]).expect("receiver alive");
     }
     std::thread::scope(|scope| {
+        // the writer: pieces in sequence order
         let writer = scope.spawn(move || -> std::result::Result<File, CopyError> {
-            let mut sink = sink;
-            while let Ok((buf, n)) = full_rx.recv() {
-                sink.write_all(&buf[..n]).map_err(CopyError::Write)?;
-                // the reader may have stopped already: nothing to return to
-                let _ = empty_tx.send(buf);
+            let mut out = file;
+            let mut waiting: BTreeMap<u64, Piece> = BTreeMap::new();
+            let mut next = 0u64;
+            while let Ok(p) = piece_rx.recv() {
+                waiting.insert(p.seq, p);
+                while let Some(p) = waiting.remove(&next) {
+                    out.write_all(&p.data[..p.len]).map_err(CopyError::Write)?;
+                    // the reader may have stopped already: nothing to return to
+                    let _ = empty_tx.send(p.recycle.unwrap_or(p.data));
+                    next += 1;
+                }
             }
-            sink.finish().map_err(CopyError::Write)
+            Ok(out)
         });
+        // compressors (gzip only), fed through a shared queue
+        let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>, usize)>(IN_FLIGHT);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut compressors = Vec::new();
+        if gzip {
+            for _ in 0..COMPRESSORS {
+                let job_rx = Arc::clone(&job_rx);
+                let piece_tx = piece_tx.clone();
+                compressors.push(scope.spawn(move || -> std::result::Result<(), CopyError> {
+                    loop {
+                        let job = job_rx.lock().expect("no panics while holding it").recv();
+                        let Ok((seq, buf, n)) = job else {
+                            return Ok(());
+                        };
+                        let member = gzip_member(&buf[..n]).map_err(CopyError::Write)?;
+                        let len = member.len();
+                        let piece = Piece {
+                            seq,
+                            data: member,
+                            len,
+                            recycle: Some(buf),
+                        };
+                        if piece_tx.send(piece).is_err() {
+                            return Ok(()); // the writer failed; it reports why
+                        }
+                    }
+                }));
+            }
+        }
         let mut pos = start;
         let end = start + len;
+        let mut seq = 0u64;
         let mut read_result = Ok(());
         while pos < end {
             let Ok(mut buf) = empty_rx.recv() else {
@@ -184,14 +220,36 @@ pub fn copy_range_parallel(
                 }
             };
             md5.update(&buf[..n]);
-            if full_tx.send((buf, n)).is_err() {
+            let sent = if gzip {
+                job_tx.send((seq, buf, n)).is_ok()
+            } else {
+                piece_tx
+                    .send(Piece {
+                        seq,
+                        data: buf,
+                        len: n,
+                        recycle: None,
+                    })
+                    .is_ok()
+            };
+            if !sent {
                 break;
             }
+            seq += 1;
             pos += n as u64;
         }
-        drop(full_tx);
+        drop(job_tx);
+        drop(piece_tx);
+        let mut compress_result = Ok(());
+        for c in compressors {
+            let r = c.join().expect("compressor thread does not panic");
+            if compress_result.is_ok() {
+                compress_result = r;
+            }
+        }
         let written = writer.join().expect("writer thread does not panic");
         read_result?;
+        compress_result?;
         written
     })
 }
@@ -401,14 +459,7 @@ mod tests {
         let p = dir.path().join("f.fsz");
         let mut all = Vec::new();
         for part in [&b"hello "[..], &b"world"[..]] {
-            let mut s = Sink::new(tempfile::tempfile().unwrap(), true);
-            s.write_all(part).unwrap();
-            let mut f = s.finish().unwrap();
-            let mut bytes = Vec::new();
-            use std::io::Seek;
-            f.rewind().unwrap();
-            f.read_to_end(&mut bytes).unwrap();
-            all.extend(bytes);
+            all.extend(gzip_member(part).unwrap());
         }
         std::fs::write(&p, &all).unwrap();
         let mut m = Md5::new();
