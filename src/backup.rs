@@ -119,7 +119,7 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                 match last {
                     None => Err(Reason::MissingDat),
                     Some(last) if opts.quick => decide_quick(opts, &src, size, &last, log)?,
-                    Some(_) => decide_full_check(opts, &src, size, &chain, log)?,
+                    Some(last) => decide_full_check(opts, &src, size, &chain, last.end, log)?,
                 }
             }
         }
@@ -278,26 +278,45 @@ fn decide_full_check(
     src: &File,
     size: u64,
     chain: &[DataFile],
+    expected: u64,
     log: &Log,
 ) -> Result<std::result::Result<u64, Reason>> {
-    let mut md5 = Md5::new();
-    let mut reposz = 0u64;
-    for f in chain {
-        reposz += pipeline::stream_data(&f.path, f.name.gzip, Some(&mut md5), None)?;
+    if size < expected {
+        return Ok(Err(Reason::Shrunk));
     }
-    let reposum = pipeline::hex(&md5.finalize());
+    // Hash the chain here and the same length of the source on the other
+    // core. The length comes from the .dat; a chain of another length
+    // cannot match, whatever its bytes.
+    let (repo_result, src_result) = std::thread::scope(|scope| {
+        let source = scope.spawn(|| pipeline::md5_range(src, &opts.file, 0, expected));
+        let mut md5 = Md5::new();
+        let mut reposz = 0u64;
+        let mut repo_result = Ok(());
+        for f in chain {
+            match pipeline::stream_data(&f.path, f.name.gzip, Some(&mut md5), None) {
+                Ok(n) => reposz += n,
+                Err(e) => {
+                    repo_result = Err(e);
+                    break;
+                }
+            }
+        }
+        let src_result = source.join().expect("hashing thread does not panic");
+        (
+            repo_result.map(|()| (reposz, pipeline::hex(&md5.finalize()))),
+            src_result,
+        )
+    });
+    let (reposz, reposum) = repo_result?;
+    let srcsum = src_result?;
     log.note(format_args!(
         "repository state: {reposz} bytes, md5: {reposum}"
     ));
-    if size < reposz {
-        return Ok(Err(Reason::Shrunk));
-    }
-    let srcsum = pipeline::md5_range(src, &opts.file, 0, reposz)?;
     log.note(format_args!(
-        "backed up state : {reposz} bytes, md5: {srcsum}"
+        "backed up state : {expected} bytes, md5: {srcsum}"
     ));
-    if srcsum == reposum {
-        Ok(Ok(reposz))
+    if reposz == expected && srcsum == reposum {
+        Ok(Ok(expected))
     } else {
         Ok(Err(Reason::Changed))
     }
