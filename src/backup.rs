@@ -112,7 +112,16 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
             Ok(None) => Err(Reason::NoChain),
             Ok(Some(r)) if !r.has_dat => Err(Reason::MissingDat),
             Ok(Some(r)) => {
-                let last = r.files.last().and_then(|c| c.line.clone());
+                // The last range that holds bytes: an empty increment
+                // (ZODB's repozo writes them) has an md5 that matches any
+                // source, so it proves nothing. The chain is contiguous, so
+                // that range ends where the chain ends.
+                let last = r
+                    .files
+                    .iter()
+                    .rev()
+                    .filter_map(|c| c.line.clone())
+                    .find(|l| !l.is_empty());
                 set_aside(repo, &r.orphans, log)?;
                 chain = r.files.into_iter().map(|c| c.file).collect();
                 dat_file = r.dat_file;
