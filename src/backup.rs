@@ -44,6 +44,9 @@ pub struct BackupOptions {
     pub gzip: bool,
     /// `-k`
     pub kill_old: bool,
+    /// `--keep N`: after the backup, keep the N newest full backups with
+    /// their chains and remove older chains.
+    pub keep: Option<usize>,
 }
 
 /// What a backup did.
@@ -90,6 +93,56 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
     repo::check_dir(repo)?;
     let _lock = lock::lock(repo, true, log)?;
+    let outcome = backup_locked(opts, log)?;
+    if let Some(n) = opts.keep {
+        retain(repo, n, log)?;
+    }
+    Ok(outcome)
+}
+
+/// `--keep N`: keep the N newest full backups with everything after them;
+/// remove the data files, `.dat` and `.index` of every older chain. The
+/// chain just written to is the newest, so it is always kept.
+pub fn retain(repo: &Path, keep: usize, log: &Log) -> Result<u64> {
+    let listing = repo::list(repo)?;
+    let fulls: Vec<&DataFile> = listing.files.iter().filter(|f| f.is_full()).collect();
+    if fulls.len() <= keep {
+        log.note(format_args!(
+            "--keep {keep}: {} full backup(s), nothing to remove",
+            fulls.len()
+        ));
+        return Ok(0);
+    }
+    let oldest_kept = fulls[fulls.len() - keep].name.clone();
+    let mut freed = 0u64;
+    let mut removed = 0usize;
+    for f in listing.files.iter().filter(|f| f.name < oldest_kept) {
+        for p in [
+            f.path.clone(),
+            repo.join(f.name.index_name()),
+            repo.join(f.name.dat_name()),
+        ] {
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) => {
+                    std::fs::remove_file(&p).ctx("remove", &p)?;
+                    freed += m.len();
+                    log.note(format_args!("--keep {keep}: removed {}", p.display()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("inspect", &p, e)),
+            }
+        }
+        removed += 1;
+    }
+    durable::sync_dir(repo)?;
+    log.note(format_args!(
+        "--keep {keep}: removed {removed} data file(s) of older chains, {freed} bytes freed"
+    ));
+    Ok(freed)
+}
+
+fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
+    let repo = &opts.repository;
     let listing = repo::list(repo)?;
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;

@@ -92,6 +92,28 @@ Options for -R/--recover:
 Options for -V/--verify:
     -Q / --quick
         Verify file sizes only (skip md5 checksums).
+
+Beyond ZODB's repozo (long options only, but -L):
+
+    -L / --list
+        List every chain of the repository, oldest first: each file's
+        stamp, kind, byte range, size on disk and state; per chain the
+        dates it recovers, its size, and its problems.
+
+    --json
+        With -L: print the listing as JSON.
+
+    --keep=N
+        With -B: after a successful backup, keep the N newest full backups
+        with their increments, .dat and .index files, and remove older
+        chains.
+
+    --max-age=DURATION
+        With -V: also fail when the newest backup is older than DURATION
+        (a number with s, m, h, d or w: 26h, 2d).
+
+    --version
+        Print the version and exit.
 ";
 
 /// Which of the three operations to run.
@@ -100,6 +122,8 @@ pub enum Mode {
     Backup,
     Recover,
     Verify,
+    /// `-L`: describe the repository.
+    List,
 }
 
 /// Everything the command line said, after repozo's sanity checks.
@@ -118,6 +142,12 @@ pub struct Options {
     pub date: Option<String>,
     pub output: Option<PathBuf>,
     pub with_verify: bool,
+    /// `--keep N` (backup): full backups to keep with their chains.
+    pub keep: Option<usize>,
+    /// `--max-age` (verify): the newest backup must be younger, in seconds.
+    pub max_age: Option<u64>,
+    /// `--json` (list): machine-readable output.
+    pub json: bool,
     /// Options that do not apply to the mode and were ignored; printed
     /// under `-v`, as repozo logs them.
     pub ignored: Vec<&'static str>,
@@ -127,6 +157,7 @@ pub struct Options {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Help,
+    Version,
     Run(Options),
 }
 
@@ -148,16 +179,28 @@ const LONG: &[&str] = &[
     "with-verify",
 ];
 
-/// Short option letters; those followed by `:` take a value.
-const SHORT: &str = "BRVvhr:f:FQzkD:o:w";
+/// Long options of ours, beyond repozo's.
+const EXTRA_LONG: &[&str] = &["list", "json", "keep=", "max-age=", "version"];
+
+/// Short option letters; those followed by `:` take a value (`L` is ours).
+const SHORT: &str = "BRVvhr:f:FQzkD:o:wL";
 
 /// Resolve a (possibly abbreviated) long option name the way getopt does.
 fn resolve_long(name: &str) -> Result<(&'static str, bool)> {
-    let candidates: Vec<&'static str> = LONG
+    // repozo's own options first, so that every abbreviation that works
+    // with ZODB's repozo keeps its meaning; ours only when none matches.
+    let mut candidates: Vec<&'static str> = LONG
         .iter()
         .copied()
         .filter(|o| o.starts_with(name))
         .collect();
+    if candidates.is_empty() {
+        candidates = EXTRA_LONG
+            .iter()
+            .copied()
+            .filter(|o| o.starts_with(name))
+            .collect();
+    }
     if candidates.is_empty() {
         return Err(Error::Usage(format!("option --{name} not recognized")));
     }
@@ -205,6 +248,7 @@ fn short_to_long(c: char) -> &'static str {
         'D' => "date",
         'o' => "output",
         'w' => "with-verify",
+        'L' => "list",
         _ => unreachable!("letter checked against SHORT"),
     }
 }
@@ -282,6 +326,9 @@ where
         (false, false, false, false, false);
     let mut date: Option<String> = None;
     let mut output = None;
+    let mut keep: Option<usize> = None;
+    let mut max_age: Option<u64> = None;
+    let mut json = false;
     for (opt, value) in opts {
         let mut set_mode = |m: Mode| -> Result<()> {
             if mode.is_some() {
@@ -311,6 +358,27 @@ where
             "gzip" => gzip = true,
             "kill-old-on-full" => kill_old = true,
             "with-verify" => with_verify = true,
+            "version" => return Ok(Command::Version),
+            "list" => set_mode(Mode::List)?,
+            "json" => json = true,
+            "keep" => {
+                let v = value.expect("keep takes a value");
+                let n = v
+                    .to_str()
+                    .and_then(|t| t.parse::<usize>().ok())
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--keep needs a number of full backups, at least 1, not {:?}",
+                            v.to_string_lossy()
+                        ))
+                    })?;
+                keep = Some(n);
+            }
+            "max-age" => {
+                let v = value.expect("max-age takes a value");
+                max_age = Some(parse_duration(&v.to_string_lossy())?);
+            }
             other => unreachable!("option {other} resolved from LONG"),
         }
     }
@@ -330,7 +398,29 @@ where
     let repository = repository.ok_or_else(|| Error::Usage("--repository is required".into()))?;
 
     let mut ignored = Vec::new();
+    if mode != Mode::Backup && keep.take().is_some() {
+        ignored.push("--keep option is ignored outside backup mode");
+    }
+    if mode != Mode::Verify && max_age.take().is_some() {
+        ignored.push("--max-age option is ignored outside verify mode");
+    }
+    if mode != Mode::List && std::mem::take(&mut json) {
+        ignored.push("--json option is ignored outside list mode");
+    }
     match mode {
+        Mode::List => {
+            let any = date.take().is_some() as u8
+                + output.take().is_some() as u8
+                + file.take().is_some() as u8
+                + std::mem::take(&mut full) as u8
+                + std::mem::take(&mut quick) as u8
+                + std::mem::take(&mut gzip) as u8
+                + std::mem::take(&mut kill_old) as u8
+                + std::mem::take(&mut with_verify) as u8;
+            if any > 0 {
+                ignored.push("options other than -r, -v and --json are ignored in list mode");
+            }
+        }
         Mode::Backup => {
             if date.take().is_some() {
                 ignored.push("--date option is ignored in backup mode");
@@ -393,8 +483,36 @@ where
         date,
         output,
         with_verify,
+        keep,
+        max_age,
+        json,
         ignored,
     }))
+}
+
+/// Parse a `--max-age` duration: a number with a unit `s`, `m`, `h`, `d`
+/// or `w` (`26h`, `2d`, `90m`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::Usage(format!(
+            "--max-age needs a duration like 26h, 2d or 90m, not {s:?}"
+        ))
+    };
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).filter(|&v| v > 0).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -404,7 +522,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Options> {
         match parse(args.iter().copied())? {
             Command::Run(o) => Ok(o),
-            Command::Help => panic!("unexpected help"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -491,6 +609,34 @@ mod tests {
             usage_err(&["-B", "-r", "r", "-f", "x", "--", "a"]),
             "Invalid arguments: a"
         );
+    }
+
+    #[test]
+    fn our_long_options_never_change_repozo_abbreviations() -> Result<()> {
+        // --k still means --kill-old-on-full, although --keep exists
+        let o = run(&["-B", "-r", "r", "-f", "x", "--k"])?;
+        assert!(o.kill_old && o.keep.is_none());
+        let o = run(&["-B", "-r", "r", "-f", "x", "--keep", "3"])?;
+        assert_eq!(o.keep, Some(3));
+        assert_eq!(usage_err(&["--ver"]), "option --ver not a unique prefix");
+        assert_eq!(parse(["--version"]).ok(), Some(Command::Version));
+        let o = run(&["-Lr", "r", "--js"])?;
+        assert_eq!((o.mode, o.json), (Mode::List, true));
+        let o = run(&["-V", "-r", "r", "--max-age=26h"])?;
+        assert_eq!(o.max_age, Some(26 * 3600));
+        assert!(usage_err(&["-B", "-r", "r", "-f", "x", "--keep", "0"]).contains("--keep"));
+        Ok(())
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("26h").unwrap(), 93600);
+        assert_eq!(parse_duration("2d").unwrap(), 172800);
+        assert_eq!(parse_duration("90m").unwrap(), 5400);
+        assert_eq!(parse_duration("45").unwrap(), 45);
+        for bad in ["", "h", "2x", "-1h", "0", "1.5h", "99999999999999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod durable;
 pub mod error;
 pub mod fstorage;
 pub mod index;
+pub mod list;
 pub mod lock;
 pub mod pipeline;
 pub mod recover;
@@ -80,6 +81,7 @@ pub fn run(opts: &cli::Options) -> Result<()> {
                 quick: opts.quick,
                 gzip: opts.gzip,
                 kill_old: opts.kill_old,
+                keep: opts.keep,
             };
             backup::backup(&o, &log).map(|_| ())
         }
@@ -102,8 +104,16 @@ pub fn run(opts: &cli::Options) -> Result<()> {
             let o = verify::VerifyOptions {
                 repository: opts.repository.clone(),
                 quick: opts.quick,
+                max_age: opts.max_age,
             };
             verify::verify(&o, &log).map(|_| ())
+        }
+        cli::Mode::List => {
+            let o = list::ListOptions {
+                repository: opts.repository.clone(),
+                json: opts.json,
+            };
+            list::list(&o, &log).map(|_| ())
         }
     }
 }

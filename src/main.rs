@@ -11,6 +11,10 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             Ok(())
         }
+        Command::Version => {
+            println!("repozo {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Run(opts) => repozo::run(&opts),
     });
     match result {

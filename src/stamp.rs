@@ -101,6 +101,19 @@ impl Stamp {
         })
     }
 
+    /// Seconds from `earlier` to `self` (negative when `earlier` is later).
+    pub fn seconds_since(self, earlier: Stamp) -> i64 {
+        let t = |s: Stamp| {
+            NaiveDate::from_ymd_opt(s.year as i32, s.month, s.day)
+                .and_then(|d| d.and_hms_opt(s.hour, s.minute, s.second))
+                .map(|dt| dt.and_utc().timestamp())
+        };
+        match (t(self), t(earlier)) {
+            (Some(a), Some(b)) => a - b,
+            _ => 0,
+        }
+    }
+
     /// The next second, for keeping stamps strictly increasing.
     pub fn next_second(self) -> Stamp {
         let date = NaiveDate::from_ymd_opt(self.year as i32, self.month, self.day)

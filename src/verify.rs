@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::lock;
 use crate::pipeline;
 use crate::repo;
-use crate::stamp::DataName;
+use crate::stamp::{DataName, Stamp};
 use crate::Log;
 
 /// What `-V` was asked to do.
@@ -21,6 +21,8 @@ pub struct VerifyOptions {
     pub repository: PathBuf,
     /// `-Q`: sizes only.
     pub quick: bool,
+    /// `--max-age`: also fail when the newest backup is older (seconds).
+    pub max_age: Option<u64>,
 }
 
 /// What verification found.
@@ -51,6 +53,21 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         )
     })?;
     let mut bad = Vec::new();
+    if let Some(max) = opts.max_age {
+        let newest = chain.last().expect("chain not empty").name.stamp;
+        let age = Stamp::now()?.seconds_since(newest);
+        log.note(format_args!(
+            "the newest backup is {newest}, {} old",
+            human(age)
+        ));
+        if age > max as i64 {
+            bad.push(format!(
+                "the newest backup, {newest}, is {} old (more than {})",
+                human(age),
+                human(max as i64)
+            ));
+        }
+    }
     if let Some(t) = &dat.torn {
         bad.push(format!(
             "{} ends with a torn line (an interrupted append): {t:?}",
@@ -127,5 +144,27 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         Ok(out)
     } else {
         Err(Error::VerificationFailed(bad))
+    }
+}
+
+/// A duration for people: `3d 2h`, `26h 5m`, `40s`.
+pub fn human(secs: i64) -> String {
+    if secs < 0 {
+        return format!("-{}", human(-secs));
+    }
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
     }
 }

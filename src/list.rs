@@ -1,0 +1,359 @@
+//! `-L` / `--list`: describe a repository, chain by chain, oldest first:
+//! every file with its stamp, kind, byte range, size on disk, and whether
+//! it is present and the right size; per chain the dates it can recover and
+//! its total size; damaged or incomplete chains are marked. `--json` prints
+//! the same for scripts.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::dat;
+use crate::error::Result;
+use crate::lock;
+use crate::repo::{self, DataFile};
+use crate::stamp::{DataName, Kind, Stamp};
+use crate::Log;
+
+/// What `-L` was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub repository: PathBuf,
+    pub json: bool,
+}
+
+/// One data file of a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReport {
+    pub name: String,
+    pub stamp: Stamp,
+    pub full: bool,
+    pub gzip: bool,
+    /// Range from the `.dat`, when it lists the file.
+    pub range: Option<(u64, u64)>,
+    /// Size on disk, when present.
+    pub size_on_disk: Option<u64>,
+    /// `Some(true)` when the size on disk equals the range (plain files
+    /// only; a compressed file's size is checked by `-V`).
+    pub size_ok: Option<bool>,
+    /// Listed in the chain's `.dat`.
+    pub listed: bool,
+}
+
+impl FileReport {
+    fn present(&self) -> bool {
+        self.size_on_disk.is_some()
+    }
+}
+
+/// One chain: a full backup and its increments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    pub head: Stamp,
+    pub has_dat: bool,
+    pub files: Vec<FileReport>,
+    /// Problems that make (part of) the chain unrecoverable.
+    pub problems: Vec<String>,
+    /// Stamps of the states this chain recovers, oldest first.
+    pub recoverable: Vec<Stamp>,
+}
+
+impl ChainReport {
+    /// Bytes on disk of the chain's data files.
+    pub fn size(&self) -> u64 {
+        self.files.iter().filter_map(|f| f.size_on_disk).sum()
+    }
+}
+
+/// Describe every chain of the repository.
+pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
+    let repo_dir = &opts.repository;
+    repo::check_dir(repo_dir)?;
+    let _lock = lock::lock(repo_dir, false, log)?;
+    let listing = repo::list(repo_dir)?;
+    // split the listing into chains at each full backup
+    let mut groups: Vec<Vec<DataFile>> = Vec::new();
+    let mut strays: Vec<DataFile> = Vec::new();
+    for f in listing.files {
+        if f.is_full() {
+            groups.push(vec![f]);
+        } else if let Some(g) = groups.last_mut() {
+            g.push(f);
+        } else {
+            strays.push(f);
+        }
+    }
+    let mut out = Vec::new();
+    if !strays.is_empty() {
+        out.push(ChainReport {
+            head: strays[0].name.stamp,
+            has_dat: false,
+            files: strays.iter().map(report_unlisted).collect(),
+            problems: vec!["increments without a full backup before them".into()],
+            recoverable: Vec::new(),
+        });
+    }
+    for g in groups {
+        out.push(describe_chain(repo_dir, &g)?);
+    }
+    Ok(out)
+}
+
+fn report_unlisted(f: &DataFile) -> FileReport {
+    FileReport {
+        name: f.file_name(),
+        stamp: f.name.stamp,
+        full: f.is_full(),
+        gzip: f.name.gzip,
+        range: None,
+        size_on_disk: std::fs::metadata(&f.path).ok().map(|m| m.len()),
+        size_ok: None,
+        listed: false,
+    }
+}
+
+fn describe_chain(repo_dir: &std::path::Path, files: &[DataFile]) -> Result<ChainReport> {
+    let head = &files[0];
+    let dat_path = repo::dat_path(repo_dir, head);
+    let mut report = ChainReport {
+        head: head.name.stamp,
+        has_dat: false,
+        files: Vec::new(),
+        problems: Vec::new(),
+        recoverable: Vec::new(),
+    };
+    let dat = match dat::read(&dat_path) {
+        Ok(d) => d,
+        Err(e) => {
+            report.problems.push(e.to_string());
+            None
+        }
+    };
+    let Some(dat) = dat else {
+        if report.problems.is_empty() {
+            report.problems.push(format!(
+                "no {} (recoverable from the listing only)",
+                head.name.dat_name()
+            ));
+        }
+        report.files = files.iter().map(report_unlisted).collect();
+        report.recoverable = files.iter().map(|f| f.name.stamp).collect();
+        return Ok(report);
+    };
+    report.has_dat = true;
+    if let Some(t) = &dat.torn {
+        report
+            .problems
+            .push(format!("torn last line in the .dat: {t:?}"));
+    }
+    let mut seen = BTreeSet::new();
+    let mut expected = 0u64;
+    let mut broken = false;
+    for line in &dat.lines {
+        let name = DataName::parse(&line.name);
+        let size_on_disk = std::fs::metadata(repo_dir.join(&line.name))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        let gzip = name.as_ref().is_some_and(|n| n.gzip);
+        let size_ok = match (size_on_disk, gzip) {
+            (Some(s), false) => Some(s == line.len()),
+            _ => None,
+        };
+        let fr = FileReport {
+            name: line.name.clone(),
+            stamp: name.as_ref().map(|n| n.stamp).unwrap_or(head.name.stamp),
+            full: name.as_ref().is_some_and(|n| n.kind == Kind::Full),
+            gzip,
+            range: Some((line.start, line.end)),
+            size_on_disk,
+            size_ok,
+            listed: true,
+        };
+        if line.start != expected {
+            report.problems.push(format!(
+                "{} starts at {}, the chain before it ends at {expected}",
+                line.name, line.start
+            ));
+            broken = true;
+        }
+        expected = line.end;
+        if !fr.present() {
+            report.problems.push(format!("{} is missing", line.name));
+            broken = true;
+        } else if fr.size_ok == Some(false) {
+            report.problems.push(format!(
+                "{} is {} bytes, should be {}",
+                line.name,
+                size_on_disk.unwrap_or(0),
+                line.len()
+            ));
+            broken = true;
+        }
+        if !broken {
+            report.recoverable.push(fr.stamp);
+        }
+        seen.insert(line.name.clone());
+        report.files.push(fr);
+    }
+    for f in files {
+        if !seen.contains(&f.file_name()) {
+            report.problems.push(format!(
+                "{} is not listed in the .dat (orphan)",
+                f.file_name()
+            ));
+            report.files.push(report_unlisted(f));
+        }
+    }
+    report.files.sort_by_key(|f| (f.stamp, !f.full));
+    Ok(report)
+}
+
+/// Run `-L`: print the description on stdout.
+pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
+    let chains = describe(opts, log)?;
+    let text = if opts.json {
+        to_json(&chains)
+    } else {
+        to_text(&chains)
+    };
+    print!("{text}");
+    Ok(chains)
+}
+
+/// The human-readable listing.
+pub fn to_text(chains: &[ChainReport]) -> String {
+    let mut s = String::new();
+    if chains.is_empty() {
+        s.push_str("no backups\n");
+    }
+    for c in chains {
+        let status = if c.problems.is_empty() {
+            "ok"
+        } else {
+            "DAMAGED"
+        };
+        let dates = match (c.recoverable.first(), c.recoverable.last()) {
+            (Some(a), Some(b)) if a == b => format!("recovers {a}"),
+            (Some(a), Some(b)) => format!("recovers {a} .. {b} ({} states)", c.recoverable.len()),
+            _ => "recovers nothing".into(),
+        };
+        let _ = writeln!(
+            s,
+            "chain {}: {} files, {} bytes on disk, {dates} [{status}]",
+            c.head,
+            c.files.len(),
+            c.size()
+        );
+        for f in &c.files {
+            let kind = match (f.full, f.gzip) {
+                (true, false) => "full",
+                (true, true) => "full gzip",
+                (false, false) => "incremental",
+                (false, true) => "incremental gzip",
+            };
+            let range = f
+                .range
+                .map(|(a, b)| format!("{a}..{b}"))
+                .unwrap_or_else(|| "not in .dat".into());
+            let disk = f
+                .size_on_disk
+                .map(|n| format!("{n} bytes"))
+                .unwrap_or_else(|| "MISSING".into());
+            let check = match (f.present(), f.size_ok, f.listed) {
+                (false, _, _) => "missing",
+                (true, _, false) => "orphan",
+                (true, Some(false), _) => "WRONG SIZE",
+                (true, Some(true), _) => "ok",
+                (true, None, _) => "ok (compressed: size checked by -V)",
+            };
+            let _ = writeln!(
+                s,
+                "  {}  {kind:<16}  {range:<24}  {disk:<16}  {check}",
+                f.name
+            );
+        }
+        for p in &c.problems {
+            let _ = writeln!(s, "  problem: {p}");
+        }
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "null".into())
+}
+
+/// The same as JSON: `{"chains": [...]}`.
+pub fn to_json(chains: &[ChainReport]) -> String {
+    let mut s = String::from("{\"chains\": [");
+    for (i, c) in chains.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let files: Vec<String> = c
+            .files
+            .iter()
+            .map(|f| {
+                format!(
+                    "{{\"name\": {}, \"stamp\": {}, \"kind\": {}, \"gzip\": {}, \"start\": {}, \"end\": {}, \"size_on_disk\": {}, \"present\": {}, \"size_ok\": {}, \"listed\": {}}}",
+                    json_str(&f.name),
+                    json_str(&f.stamp.to_string()),
+                    json_str(if f.full { "full" } else { "incremental" }),
+                    f.gzip,
+                    json_opt(f.range.map(|r| r.0)),
+                    json_opt(f.range.map(|r| r.1)),
+                    json_opt(f.size_on_disk),
+                    f.present(),
+                    json_opt(f.size_ok),
+                    f.listed
+                )
+            })
+            .collect();
+        let dates: Vec<String> = c
+            .recoverable
+            .iter()
+            .map(|d| json_str(&d.to_string()))
+            .collect();
+        let problems: Vec<String> = c.problems.iter().map(|p| json_str(p)).collect();
+        let _ = write!(
+            s,
+            "{{\"head\": {}, \"has_dat\": {}, \"ok\": {}, \"size\": {}, \"recoverable\": [{}], \"problems\": [{}], \"files\": [{}]}}",
+            json_str(&c.head.to_string()),
+            c.has_dat,
+            c.problems.is_empty(),
+            c.size(),
+            dates.join(", "),
+            problems.join(", "),
+            files.join(", ")
+        );
+    }
+    s.push_str("]}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}
