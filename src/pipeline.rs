@@ -21,10 +21,11 @@ use crate::error::{Error, Result};
 /// copy in cache; larger buffers measured no faster.
 pub const CHUNK: usize = 1 << 20;
 
-/// gzip level for `-z`. ZODB's repozo uses Python's default of 9; with
-/// the zlib-rs backend level 3 measured 5-6 times faster on FileStorage
-/// data for files about 1% larger (`scripts/bench.py` compares them).
-pub const GZIP_LEVEL: u32 = 3;
+/// gzip level for `-z`. ZODB's repozo uses Python's default of 9. With the
+/// zlib-rs backend on FileStorage data, level 2 compressed 3 times faster
+/// per core than Python's level 9 for files 1.3% larger (level 1 was 4
+/// times faster but 12% larger); `scripts/bench.py` compares them.
+pub const GZIP_LEVEL: u32 = 2;
 
 /// Lower-case hex of an md5 digest.
 pub fn hex(digest: &[u8]) -> String {
@@ -310,18 +311,19 @@ pub fn stream_data(
     Ok(total)
 }
 
-/// Copy the first `len` bytes of `src` to the current position of `out`
+/// Copy `len` bytes of `src` from `start` to the current position of `out`
 /// inside the kernel (`copy_file_range`), falling back to read/write where
 /// the file systems do not support it.
 pub fn kernel_copy(
     src: &File,
     src_path: &Path,
+    start: u64,
     len: u64,
     out: &File,
     out_path: &Path,
 ) -> Result<()> {
     use std::os::unix::io::AsRawFd;
-    let mut off: libc::loff_t = 0;
+    let mut off: libc::loff_t = start as libc::loff_t;
     let mut left = len;
     while left > 0 {
         let want = left.min(1 << 30) as usize;
@@ -374,6 +376,67 @@ pub fn kernel_copy(
         }
     }
     Ok(())
+}
+
+/// Copy `[start, start + len)` of `src` into `out` with the kernel on one
+/// core while hashing the same range on the other; returns the md5 hex.
+/// The range must not change while we read it (committed FileStorage data
+/// and backup files never do).
+pub fn copy_and_hash(
+    src: &File,
+    src_path: &Path,
+    start: u64,
+    len: u64,
+    out: &File,
+    out_path: &Path,
+) -> Result<String> {
+    let (sum, copied) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| md5_range(src, src_path, start, len));
+        let copied = kernel_copy(src, src_path, start, len, out, out_path);
+        (
+            hasher.join().expect("hashing thread does not panic"),
+            copied,
+        )
+    });
+    copied?;
+    sum
+}
+
+/// Whether the uncompressed bytes of a data file equal `src` from `at`;
+/// returns the file's length when they do, `None` at the first difference
+/// (or when the source ends first).
+pub fn same_as_source(
+    path: &Path,
+    gzip: bool,
+    src: &File,
+    src_path: &Path,
+    at: u64,
+) -> Result<Option<u64>> {
+    let mut r = open_data(path, gzip)?;
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    let mut n_total = 0u64;
+    loop {
+        let n = match r.read(&mut a) {
+            Ok(0) => return Ok(Some(n_total)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(path, gzip, e)),
+        };
+        let mut got = 0;
+        while got < n {
+            match src.read_at(&mut b[got..n], at + n_total + got as u64) {
+                Ok(0) => return Ok(None),
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("read", src_path, e)),
+            }
+        }
+        if a[..n] != b[..n] {
+            return Ok(None);
+        }
+        n_total += n as u64;
+    }
 }
 
 /// A read error on a data file: for gzip files, bad data is reported as a

@@ -17,7 +17,7 @@ use md5::{Digest, Md5};
 use crate::durable::{self, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::lock;
-use crate::pipeline::{self, CopyError, Sink};
+use crate::pipeline;
 use crate::repo::{self, Resolved};
 use crate::stamp::Stamp;
 use crate::Log;
@@ -228,19 +228,17 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
     for cf in &chain.files {
         let f = &cf.file;
         let mut md5 = Md5::new();
+        let mut sum: Option<String> = None;
         let n = match &mut dest {
             Dest::File(out, out_path) if !f.name.gzip => {
                 let src = File::open(&f.path).ctx("open", &f.path)?;
                 let len = src.metadata().ctx("stat", &f.path)?.len();
                 if verify {
-                    let writer = out.try_clone().ctx("write", out_path)?;
-                    pipeline::copy_range_parallel(&src, 0, len, &mut md5, Sink::new(writer, false))
-                        .map_err(|e| match e {
-                            CopyError::Read(e) => Error::io("read", &f.path, e),
-                            CopyError::Write(e) => Error::io("write", out_path, e),
-                        })?;
+                    sum = Some(pipeline::copy_and_hash(
+                        &src, &f.path, 0, len, out, out_path,
+                    )?);
                 } else {
-                    pipeline::kernel_copy(&src, &f.path, len, out, out_path)?;
+                    pipeline::kernel_copy(&src, &f.path, 0, len, out, out_path)?;
                 }
                 len
             }
@@ -270,7 +268,7 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
             }
         }
         if verify {
-            let sum = pipeline::hex(&md5.finalize());
+            let sum = sum.unwrap_or_else(|| pipeline::hex(&md5.finalize()));
             let line = cf.line.as_ref().expect("verify requires a .dat");
             if sum != line.md5 {
                 return Err(Error::VerificationFailed(vec![format!(
