@@ -97,6 +97,8 @@ pub fn run(opts: &cli::Options) -> Result<()> {
                 date_text: opts.date.clone(),
                 output: opts.output.clone(),
                 with_verify: opts.with_verify,
+                full: opts.full,
+                quick: opts.quick,
             };
             recover::recover(&o, &log).map(|_| ())
         }

@@ -10,6 +10,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
@@ -34,6 +35,11 @@ pub struct RecoverOptions {
     pub output: Option<PathBuf>,
     /// `-w`
     pub with_verify: bool,
+    /// `-F`: always a full recovery, even onto an existing FILE.
+    pub full: bool,
+    /// `-Q`: when extending an existing FILE, check only the md5 of the
+    /// last backup range it covers.
+    pub quick: bool,
 }
 
 /// What a recovery did.
@@ -102,23 +108,14 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
     }
 }
 
-fn recover_to_file(
+/// The chain's last `.index`, copied into a temporary file beside `out`,
+/// ready to be published as `FILE.index`.
+fn prepare_index(
     opts: &RecoverOptions,
     chain: &Resolved,
     out: &Path,
     log: &Log,
-) -> Result<Recovered> {
-    log.note(format_args!("Recovering file to {}", out.display()));
-    check_free_space(chain, out)?;
-    let mut part_name = out.as_os_str().to_owned();
-    part_name.push(".part");
-    let mut part = TempFile::at(PathBuf::from(part_name))?;
-    let part_path = part.path().to_path_buf();
-    let r = {
-        let file: &File = part.file();
-        concat(chain, opts.with_verify, Dest::File(file, &part_path), log)?
-    };
-    // The index: the chain's last .index, copied beside the output.
+) -> Result<(Option<TempFile>, PathBuf, PathBuf)> {
     let last = &chain.files.last().expect("a chain is never empty").file;
     let src_index = repo::index_path(&opts.repository, last);
     let mut index_name = out.as_os_str().to_owned();
@@ -142,6 +139,196 @@ fn recover_to_file(
         }
         Err(e) => return Err(Error::io("read", &src_index, e)),
     };
+    Ok((new_index, src_index, target_index))
+}
+
+fn remove_if_present(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", p, e)),
+    }
+}
+
+/// How an existing FILE relates to the state being recovered.
+enum Existing {
+    /// FILE holds the first `k` files of the chain exactly (its length may
+    /// have been cut back to `len` from a longer, interrupted append).
+    Prefix { k: usize, len: u64, truncate: bool },
+    /// Not usable: recover in full, for this reason.
+    Unusable(String),
+}
+
+/// Check FILE against the chain: it must end at a backup boundary (or
+/// inside the first range after one, left by an interrupted append) and
+/// every range it covers must have the recorded md5 (only the last with
+/// `-Q`).
+fn examine_existing(
+    opts: &RecoverOptions,
+    chain: &Resolved,
+    out: &Path,
+    log: &Log,
+) -> Result<Existing> {
+    let lines: Vec<&crate::dat::DatLine> =
+        chain.files.iter().filter_map(|c| c.line.as_ref()).collect();
+    let file = match File::open(out) {
+        Ok(f) => f,
+        Err(e) => return Ok(Existing::Unusable(format!("cannot open it: {e}"))),
+    };
+    let meta = file.metadata().ctx("stat", out)?;
+    if !meta.is_file() {
+        return Ok(Existing::Unusable("not a regular file".into()));
+    }
+    let len = meta.len();
+    let target = lines.last().map(|l| l.end).unwrap_or(0);
+    if len > target {
+        return Ok(Existing::Unusable(format!(
+            "it holds {len} bytes, more than the {target} being recovered"
+        )));
+    }
+    // the number of whole ranges FILE covers
+    let k = lines.iter().take_while(|l| l.end <= len).count();
+    if k == 0 {
+        return Ok(Existing::Unusable(format!(
+            "it is shorter ({len} bytes) than the full backup"
+        )));
+    }
+    let boundary = lines[k - 1].end;
+    let check_from = if opts.quick { k - 1 } else { 0 };
+    for l in &lines[check_from..k] {
+        let sum = pipeline::md5_range(&file, out, l.start, l.len())?;
+        if sum != l.md5 {
+            return Ok(Existing::Unusable(format!(
+                "its bytes {}..{} differ from {} (packed since, another database, or damaged)",
+                l.start, l.end, l.name
+            )));
+        }
+    }
+    if boundary != len {
+        log.note(format_args!(
+            "{} ends inside {} (an interrupted recovery): cutting it back to {boundary}",
+            out.display(),
+            lines[k].name
+        ));
+    }
+    Ok(Existing::Prefix {
+        k,
+        len: boundary,
+        truncate: boundary != len,
+    })
+}
+
+/// Append the missing increments to an existing FILE that holds the first
+/// `k` files of the chain. A crash leaves FILE a prefix of the new state
+/// (whole files up to a point, perhaps part of one more) that the next run
+/// cuts back to a boundary and completes.
+fn recover_incrementally(
+    opts: &RecoverOptions,
+    chain: &Resolved,
+    out: &Path,
+    k: usize,
+    len: u64,
+    truncate: bool,
+    log: &Log,
+) -> Result<Recovered> {
+    let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
+    let missing = &chain.files[k..];
+    if missing.is_empty() && !truncate {
+        log.note(format_args!("{} is already up to date", out.display()));
+    } else {
+        log.note(format_args!(
+            "{} holds the first {k} backup file(s): appending {} more",
+            out.display(),
+            missing.len()
+        ));
+    }
+    // the old index describes the old FILE; it goes before FILE changes
+    remove_if_present(&target_index)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(out)
+        .ctx("open for appending", out)?;
+    if truncate {
+        file.set_len(len).ctx("truncate", out)?;
+    }
+    let mut pos = len;
+    let mut bytes = 0u64;
+    let mut names = Vec::new();
+    for cf in missing {
+        use std::io::Seek;
+        (&file).seek(io::SeekFrom::Start(pos)).ctx("seek", out)?;
+        let one = Resolved {
+            files: vec![cf.clone()],
+            dat: chain.dat.clone(),
+            has_dat: chain.has_dat,
+            dat_file: None,
+            orphans: Vec::new(),
+        };
+        match concat(&one, opts.with_verify, Dest::File(&file, out), log) {
+            Ok(r) => {
+                pos += r.bytes;
+                bytes += r.bytes;
+                names.extend(r.files);
+            }
+            Err(e) => {
+                // leave FILE at the last whole file
+                let _ = file.set_len(pos);
+                let _ = file.sync_all();
+                return Err(e);
+            }
+        }
+    }
+    file.sync_all().ctx("fsync", out)?;
+    let index = new_index.is_some();
+    if let Some(t) = new_index {
+        log.note(format_args!(
+            "Restoring index file {} to {}",
+            src_index.display(),
+            target_index.display()
+        ));
+        t.publish(&target_index, true)?;
+    }
+    durable::sync_parent(out)?;
+    log.note(format_args!(
+        "appended {bytes} bytes; {} is complete",
+        out.display()
+    ));
+    Ok(Recovered {
+        files: names,
+        bytes,
+        index,
+    })
+}
+
+fn recover_to_file(
+    opts: &RecoverOptions,
+    chain: &Resolved,
+    out: &Path,
+    log: &Log,
+) -> Result<Recovered> {
+    log.note(format_args!("Recovering file to {}", out.display()));
+    if !opts.full && chain.has_dat && fs::symlink_metadata(out).is_ok() {
+        match examine_existing(opts, chain, out, log)? {
+            Existing::Prefix { k, len, truncate } => {
+                return recover_incrementally(opts, chain, out, k, len, truncate, log);
+            }
+            Existing::Unusable(why) => log.note(format_args!(
+                "{} cannot be extended ({why}): recovering in full",
+                out.display()
+            )),
+        }
+    }
+    check_free_space(chain, out)?;
+    let mut part_name = out.as_os_str().to_owned();
+    part_name.push(".part");
+    let mut part = TempFile::at(PathBuf::from(part_name))?;
+    let part_path = part.path().to_path_buf();
+    let r = {
+        let file: &File = part.file();
+        concat(chain, opts.with_verify, Dest::File(file, &part_path), log)?
+    };
+    let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
     // An old FILE.index must never sit beside the new FILE.
     match fs::remove_file(&target_index) {
         Ok(()) => {}
