@@ -346,6 +346,7 @@ fn decide_full_check(
     if size < expected {
         return Ok(Err(Reason::Shrunk));
     }
+    crate::progress::phase("checking", expected);
     // ZODB's repozo compares the md5 of the whole chain with the md5 of the
     // same length of the source. Comparing the bytes themselves decides the
     // same (but for md5 collisions), stops at the first difference, and
@@ -404,6 +405,7 @@ fn write_data(
     }
     let mut tmp = TempFile::new_in(&opts.repository)?;
     let tmp_path = tmp.path().to_path_buf();
+    crate::progress::phase("backup", end - start);
     if !opts.gzip {
         // the kernel copies on one core while we hash on the other
         let file: &File = tmp.file();

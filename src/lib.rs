@@ -39,6 +39,7 @@ pub mod index;
 pub mod list;
 pub mod lock;
 pub mod pipeline;
+pub mod progress;
 pub mod recover;
 pub mod repo;
 pub mod stamp;
@@ -64,8 +65,21 @@ impl Log {
     }
 }
 
-/// Run the operation the options ask for.
+/// Run the operation the options ask for; with `-v`, end with a summary
+/// line.
 pub fn run(opts: &cli::Options) -> Result<()> {
+    let started = std::time::Instant::now();
+    let log = Log {
+        verbose: opts.verbose,
+    };
+    let what = run_inner(opts);
+    progress::done();
+    let what = what?;
+    log.note(format_args!("{}", progress::summary(&what, started)));
+    Ok(())
+}
+
+fn run_inner(opts: &cli::Options) -> Result<String> {
     let log = Log {
         verbose: opts.verbose,
     };
@@ -83,7 +97,15 @@ pub fn run(opts: &cli::Options) -> Result<()> {
                 kill_old: opts.kill_old,
                 keep: opts.keep,
             };
-            backup::backup(&o, &log).map(|_| ())
+            backup::backup(&o, &log).map(|out| match out {
+                backup::Outcome::Full { name, end, .. } => {
+                    format!("full backup {name} of {end} bytes")
+                }
+                backup::Outcome::Incremental {
+                    name, start, end, ..
+                } => format!("incremental backup {name} of bytes {start}..{end}"),
+                backup::Outcome::NothingToDo => "backup: nothing to do".to_string(),
+            })
         }
         cli::Mode::Recover => {
             let date = opts
@@ -100,7 +122,8 @@ pub fn run(opts: &cli::Options) -> Result<()> {
                 full: opts.full,
                 quick: opts.quick,
             };
-            recover::recover(&o, &log).map(|_| ())
+            recover::recover(&o, &log)
+                .map(|r| format!("recovered {} bytes from {} file(s)", r.bytes, r.files.len()))
         }
         cli::Mode::Verify => {
             let o = verify::VerifyOptions {
@@ -108,14 +131,15 @@ pub fn run(opts: &cli::Options) -> Result<()> {
                 quick: opts.quick,
                 max_age: opts.max_age,
             };
-            verify::verify(&o, &log).map(|_| ())
+            verify::verify(&o, &log)
+                .map(|v| format!("verified {} file(s), {} bytes", v.files, v.bytes))
         }
         cli::Mode::List => {
             let o = list::ListOptions {
                 repository: opts.repository.clone(),
                 json: opts.json,
             };
-            list::list(&o, &log).map(|_| ())
+            list::list(&o, &log).map(|c| format!("listed {} chain(s)", c.len()))
         }
     }
 }

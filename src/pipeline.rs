@@ -98,8 +98,10 @@ pub fn copy_range(
             Err(e) => return Err(CopyError::Read(e)),
         };
         md5.update(&buf[..n]);
+        crate::progress::read(n as u64);
         if let Some(o) = out.as_deref_mut() {
             o.write_all(&buf[..n]).map_err(CopyError::Write)?;
+            crate::progress::written(n as u64);
         }
         pos += n as u64;
     }
@@ -155,6 +157,7 @@ pub fn copy_range_parallel(
                 waiting.insert(p.seq, p);
                 while let Some(p) = waiting.remove(&next) {
                     out.write_all(&p.data[..p.len]).map_err(CopyError::Write)?;
+                    crate::progress::written(p.len as u64);
                     // the reader may have stopped already: nothing to return to
                     let _ = empty_tx.send(p.recycle.unwrap_or(p.data));
                     next += 1;
@@ -221,6 +224,7 @@ pub fn copy_range_parallel(
                 }
             };
             md5.update(&buf[..n]);
+            crate::progress::read(n as u64);
             let sent = if gzip {
                 job_tx.send((seq, buf, n)).is_ok()
             } else {
@@ -297,6 +301,7 @@ pub fn stream_data(
         if let Some(m) = md5.as_deref_mut() {
             m.update(&buf[..n]);
         }
+        crate::progress::read(n as u64);
         if let Some((o, opath)) = out.as_mut() {
             o.write_all(&buf[..n]).map_err(|e| {
                 if e.kind() == io::ErrorKind::BrokenPipe {
@@ -305,6 +310,7 @@ pub fn stream_data(
                     Error::io("write", opath, e)
                 }
             })?;
+            crate::progress::written(n as u64);
         }
         total += n as u64;
     }
@@ -321,6 +327,7 @@ pub fn kernel_copy(
     len: u64,
     out: &File,
     out_path: &Path,
+    count_read: bool,
 ) -> Result<()> {
     use std::os::unix::io::AsRawFd;
     let mut off: libc::loff_t = start as libc::loff_t;
@@ -341,6 +348,10 @@ pub fn kernel_copy(
         };
         if n > 0 {
             left -= n as u64;
+            crate::progress::written(n as u64);
+            if count_read {
+                crate::progress::read(n as u64);
+            }
             continue;
         }
         if n == 0 {
@@ -392,7 +403,7 @@ pub fn copy_and_hash(
 ) -> Result<String> {
     let (sum, copied) = std::thread::scope(|scope| {
         let hasher = scope.spawn(|| md5_range(src, src_path, start, len));
-        let copied = kernel_copy(src, src_path, start, len, out, out_path);
+        let copied = kernel_copy(src, src_path, start, len, out, out_path, false);
         (
             hasher.join().expect("hashing thread does not panic"),
             copied,
@@ -435,6 +446,7 @@ pub fn same_as_source(
         if a[..n] != b[..n] {
             return Ok(None);
         }
+        crate::progress::read(n as u64);
         n_total += n as u64;
     }
 }

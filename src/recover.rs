@@ -410,6 +410,13 @@ enum Dest<'a> {
 /// its `.dat` line (free); with `verify` also its md5. Without `verify`
 /// nothing is hashed and plain files are copied with `copy_file_range`.
 fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Result<Recovered> {
+    let total: u64 = chain
+        .files
+        .iter()
+        .filter_map(|c| c.line.as_ref())
+        .map(|l| l.len())
+        .sum();
+    crate::progress::phase("recover", total);
     let mut bytes = 0u64;
     let mut names = Vec::new();
     for cf in &chain.files {
@@ -425,7 +432,7 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
                         &src, &f.path, 0, len, out, out_path,
                     )?);
                 } else {
-                    pipeline::kernel_copy(&src, &f.path, 0, len, out, out_path)?;
+                    pipeline::kernel_copy(&src, &f.path, 0, len, out, out_path, true)?;
                 }
                 len
             }

@@ -85,6 +85,9 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     }
     let mut out = Verified::default();
     let mut expected_start = 0u64;
+    if !opts.quick {
+        crate::progress::phase("verify", dat.lines.iter().map(|l| l.len()).sum());
+    }
     for line in &dat.lines {
         let path = repo_dir.join(&line.name);
         log.note(format_args!("Verifying {}", path.display()));
