@@ -43,6 +43,9 @@ cargo build --release --quiet
 base="${SOAK_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
 logdir="target/soak/$(date -u +%Y%m%d-%H%M%S)"
 mkdir -p "$logdir"
+# Soak one fixed binary, even if target/ is rebuilt meanwhile.
+bin="$logdir/repozo"
+cp target/release/repozo "$bin"
 trials=$(( (total + per - 1) / per ))
 echo "soak: $trials trials of up to $per steps ($total in all), $jobs at a time, seeds from $base; logs in $logdir"
 
@@ -62,7 +65,7 @@ run_trial() {
     local seed=${*:n-1:1} steps=${*:n:1}
     local log="$logdir/seed-$seed.log" start=$SECONDS
     if .venv/bin/python tests/py/montecarlo.py --seed "$seed" --steps "$steps" \
-        --bin target/release/repozo "${@:1:n-2}" > "$log" 2>&1; then
+        --bin "$bin" "${@:1:n-2}" > "$log" 2>&1; then
         echo "seed $seed: $steps steps passed ($((SECONDS - start)) s, $(grep -m1 's/step' "$log" | cut -d';' -f1))"
     else
         echo "seed $seed: FAILED ($((SECONDS - start)) s): $(grep -m1 '^replay:' "$log" || tail -n 1 "$log"); log $log"
@@ -70,7 +73,7 @@ run_trial() {
     fi
 }
 export -f run_trial
-export logdir
+export logdir bin
 
 started=$SECONDS
 xargs -P "$jobs" -L 1 bash -c 'run_trial "$@"' _ "${extra[@]}" < "$plan"

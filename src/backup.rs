@@ -143,6 +143,7 @@ pub fn retain(repo: &Path, keep: usize, log: &Log) -> Result<u64> {
 
 fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
+    remove_stale_temporaries(repo, log)?;
     let listing = repo::list(repo)?;
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
@@ -158,10 +159,13 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
         Err(Reason::Forced)
     } else {
         match repo::resolve(repo, None, log) {
-            Err(e) => {
+            // a chain that recovery could not use: start a new one
+            Err(e @ (Error::BadDat { .. } | Error::MissingFile { .. })) => {
                 log.note(format_args!("the newest chain cannot be extended: {e}"));
                 Err(Reason::BrokenChain)
             }
+            // failing to read the repository is not a reason for a new chain
+            Err(e) => return Err(e),
             Ok(None) => Err(Reason::NoChain),
             Ok(Some(r)) if !r.has_dat => Err(Reason::MissingDat),
             Ok(Some(r)) => {
@@ -458,11 +462,25 @@ fn write_full(
         scan.end,
         dest.display()
     ));
-    let md5 = write_data(opts, src, 0, scan.end, &dest)?;
-    log.note(format_args!("writing index: {} objects", scan.index.len()));
-    write_index(opts, &scan.index, scan.end, &repo.join(name.index_name()))?;
-    let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &md5);
-    durable::write_file(repo, &repo.join(name.dat_name()), &line)?;
+    let index_path = repo.join(name.index_name());
+    let dat_path = repo.join(name.dat_name());
+    let result = (|| -> Result<String> {
+        let md5 = write_data(opts, src, 0, scan.end, &dest)?;
+        log.note(format_args!("writing index: {} objects", scan.index.len()));
+        write_index(opts, &scan.index, scan.end, &index_path)?;
+        let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &md5);
+        durable::write_file(repo, &dat_path, &line)?;
+        Ok(md5)
+    })();
+    let md5 = match result {
+        Ok(md5) => md5,
+        Err(e @ Error::WouldOverwrite(_)) => return Err(e),
+        Err(e) => {
+            // nothing of this backup may stay without a durable .dat
+            roll_back(repo, &[&dat_path, &dest, &index_path], log);
+            return Err(e);
+        }
+    };
     log.note(format_args!("full backup done: md5 {md5}"));
     if opts.kill_old {
         delete_old_backups(repo, listing, &name, log)?;
@@ -497,29 +515,51 @@ fn write_incremental(
         scan.end - start,
         dest.display()
     ));
-    let md5 = write_data(opts, src, start, scan.end, &dest)?;
-    log.note(format_args!("writing index: {} objects", scan.index.len()));
-    write_index(opts, &scan.index, scan.end, &repo.join(name.index_name()))?;
-    let line = dat::format_line(repo, &name.file_name(), start, scan.end, &md5);
+    let index_path = repo.join(name.index_name());
     let dat_path = repo::dat_path(repo, head);
-    match dat_file {
-        Some(d) if d.needs_repair => {
-            // A crash cut the last append short: rewrite the .dat with its
-            // complete lines and the new one, atomically.
-            log.note(format_args!(
-                "repairing {}: {}",
-                dat_path.display(),
-                match &d.torn {
-                    Some(t) => format!("dropping the torn last line {t:?}"),
-                    None => "adding the missing final newline".to_string(),
-                }
-            ));
-            let mut bytes = d.repaired_bytes();
-            bytes.extend_from_slice(&line);
-            durable::write_file(repo, &dat_path, &bytes)?;
+    let original = std::fs::read(&dat_path).ctx("read", &dat_path)?;
+    let result = (|| -> Result<String> {
+        let md5 = write_data(opts, src, start, scan.end, &dest)?;
+        log.note(format_args!("writing index: {} objects", scan.index.len()));
+        write_index(opts, &scan.index, scan.end, &index_path)?;
+        let line = dat::format_line(repo, &name.file_name(), start, scan.end, &md5);
+        match dat_file {
+            Some(d) if d.needs_repair => {
+                // A crash cut the last append short: rewrite the .dat with
+                // its complete lines and the new one, atomically.
+                log.note(format_args!(
+                    "repairing {}: {}",
+                    dat_path.display(),
+                    match &d.torn {
+                        Some(t) => format!("dropping the torn last line {t:?}"),
+                        None => "adding the missing final newline".to_string(),
+                    }
+                ));
+                let mut bytes = d.repaired_bytes();
+                bytes.extend_from_slice(&line);
+                durable::write_file(repo, &dat_path, &bytes)?;
+            }
+            _ => durable::append_line(&dat_path, &line)?,
         }
-        _ => durable::append_line(&dat_path, &line)?,
-    }
+        Ok(md5)
+    })();
+    let md5 = match result {
+        Ok(md5) => md5,
+        Err(e @ Error::WouldOverwrite(_)) => return Err(e),
+        Err(e) => {
+            // An append whose fsync failed may or may not be on disk: put
+            // the .dat back as it was, then remove the new files. If the
+            // .dat cannot be restored, the files it may name stay.
+            let restored = match std::fs::read(&dat_path) {
+                Ok(now) if now == original => true,
+                _ => restore_dat(&dat_path, original.len() as u64, &original).is_ok(),
+            };
+            if restored {
+                roll_back(repo, &[&dest, &index_path], log);
+            }
+            return Err(e);
+        }
+    };
     log.note(format_args!("incremental backup done: md5 {md5}"));
     Ok(Outcome::Incremental {
         name: name.file_name(),
@@ -527,6 +567,60 @@ fn write_incremental(
         end: scan.end,
         md5,
     })
+}
+
+/// Put a `.dat` back to its `original` bytes after a failed append: cut
+/// it to its old length when it starts with them, else rewrite it.
+fn restore_dat(path: &Path, len: u64, original: &[u8]) -> Result<()> {
+    let now = std::fs::read(path).ctx("read", path)?;
+    if now.len() as u64 >= len && &now[..len as usize] == original {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .ctx("open", path)?;
+        f.set_len(len).ctx("truncate", path)?;
+        f.sync_all().ctx("fsync", path)
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        durable::write_file(dir, path, original)
+    }
+}
+
+/// Remove what a failed backup published (best effort, in the order
+/// given: the file that commits the backup first).
+fn roll_back(repo: &Path, paths: &[&Path], log: &Log) {
+    for p in paths {
+        match std::fs::remove_file(p) {
+            Ok(()) => log.note(format_args!("rolled back {}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // stop: what follows may be needed by what could not go
+            Err(_) => break,
+        }
+    }
+    let _ = durable::sync_dir(repo);
+}
+
+/// Remove temporary files that killed runs of ours left behind. Only
+/// called under the exclusive lock, when no other run of ours can be
+/// writing one.
+fn remove_stale_temporaries(repo: &Path, log: &Log) -> Result<()> {
+    let entries = std::fs::read_dir(repo).ctx("list", repo)?;
+    for entry in entries {
+        let entry = entry.ctx("list", repo)?;
+        let name = entry.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(durable::TEMP_PREFIX))
+        {
+            let p = entry.path();
+            log.note(format_args!(
+                "removing stale temporary file {}",
+                p.display()
+            ));
+            std::fs::remove_file(&p).ctx("remove", &p)?;
+        }
+    }
+    Ok(())
 }
 
 /// Move data files that the chain's `.dat` does not list out of the way
@@ -546,7 +640,12 @@ fn set_aside(repo: &Path, orphans: &[DataFile], log: &Log) -> Result<()> {
         ));
         std::fs::rename(&f.path, &to).ctx("set aside", &f.path)?;
         let index = repo::index_path(repo, f);
-        if index.exists() {
+        let index_exists = match std::fs::symlink_metadata(&index) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io("inspect", &index, e)),
+        };
+        if index_exists {
             let mut ito = index.clone().into_os_string();
             ito.push(".orphaned");
             std::fs::rename(&index, &ito).ctx("set aside", &index)?;

@@ -87,7 +87,8 @@ Options for -R/--recover:
         Verify on the fly the backup files on recovering. This option runs
         the same checks as when repozo is run in -V/--verify mode, and
         allows to verify and recover a backup in one single step. If a sanity
-        check fails, the output file is left as it was.
+        check fails, the output file is left as it was (a full recovery) or
+        cut back to its last whole backup file (an incremental one).
 
 Options for -V/--verify:
     -Q / --quick

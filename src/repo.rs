@@ -87,10 +87,16 @@ pub fn list(repo: &Path) -> Result<Listing> {
         // follow symlinks for reading, but only regular files are backups
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => {}
-            _ => {
+            Ok(_) => {
                 out.skipped.push(path);
                 continue;
             }
+            // a dangling symlink named like a backup is not one
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.skipped.push(path);
+                continue;
+            }
+            Err(e) => return Err(Error::io("inspect", &path, e)),
         }
         out.newest_stamp = out.newest_stamp.max(Some(name.stamp));
         out.files.push(DataFile { name, path });
