@@ -14,6 +14,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
@@ -518,6 +519,7 @@ fn write_incremental(
     let index_path = repo.join(name.index_name());
     let dat_path = repo::dat_path(repo, head);
     let original = std::fs::read(&dat_path).ctx("read", &dat_path)?;
+    let touched = std::cell::Cell::new(false);
     let result = (|| -> Result<String> {
         let md5 = write_data(opts, src, start, scan.end, &dest)?;
         log.note(format_args!("writing index: {} objects", scan.index.len()));
@@ -537,9 +539,19 @@ fn write_incremental(
                 ));
                 let mut bytes = d.repaired_bytes();
                 bytes.extend_from_slice(&line);
+                touched.set(true);
                 durable::write_file(repo, &dat_path, &bytes)?;
             }
-            _ => durable::append_line(&dat_path, &line)?,
+            _ => {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&dat_path)
+                    .ctx("open for appending", &dat_path)?;
+                touched.set(true);
+                f.write_all(&line).ctx("append to", &dat_path)?;
+                f.sync_all().ctx("fsync", &dat_path)?;
+            }
         }
         Ok(md5)
     })();
@@ -550,9 +562,10 @@ fn write_incremental(
             // An append whose fsync failed may or may not be on disk: put
             // the .dat back as it was, then remove the new files. If the
             // .dat cannot be restored, the files it may name stay.
-            let restored = match std::fs::read(&dat_path) {
-                Ok(now) if now == original => true,
-                _ => restore_dat(&dat_path, original.len() as u64, &original).is_ok(),
+            let intact = || std::fs::read(&dat_path).is_ok_and(|now| now == original);
+            let restored = !touched.get() || intact() || {
+                let _ = restore_dat(&dat_path, original.len() as u64, &original);
+                intact()
             };
             if restored {
                 roll_back(repo, &[&dest, &index_path], log);
