@@ -469,6 +469,7 @@ fn write_full(
         let md5 = write_data(opts, src, 0, scan.end, &dest)?;
         log.note(format_args!("writing index: {} objects", scan.index.len()));
         write_index(opts, &scan.index, scan.end, &index_path)?;
+        check_source_unchanged(src, &opts.file)?;
         let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &md5);
         durable::write_file(repo, &dat_path, &line)?;
         Ok(md5)
@@ -524,6 +525,7 @@ fn write_incremental(
         let md5 = write_data(opts, src, start, scan.end, &dest)?;
         log.note(format_args!("writing index: {} objects", scan.index.len()));
         write_index(opts, &scan.index, scan.end, &index_path)?;
+        check_source_unchanged(src, &opts.file)?;
         let line = dat::format_line(repo, &name.file_name(), start, scan.end, &md5);
         match dat_file {
             Some(d) if d.needs_repair => {
@@ -580,6 +582,23 @@ fn write_incremental(
         end: scan.end,
         md5,
     })
+}
+
+/// Fail when the file at `path` is no longer the one we opened: a pack
+/// renamed a new file over it while we copied. Our copy of the old file is
+/// consistent, but the decision was made on a file that is gone, so the
+/// backup is rolled back and the next run decides again.
+fn check_source_unchanged(src: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = src.metadata().ctx("stat", path)?;
+    match std::fs::metadata(path) {
+        Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => Ok(()),
+        Ok(_) => Err(Error::SourceReplaced(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::SourceReplaced(path.to_path_buf()))
+        }
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
 }
 
 /// Put a `.dat` back to its `original` bytes after a failed append: cut

@@ -43,6 +43,9 @@ pub enum Error {
     BadGzip { path: PathBuf, reason: String },
     /// Recovery to stdout stopped because the reader went away.
     BrokenPipe,
+    /// The source was replaced (a pack renames a new file over it) while
+    /// it was being backed up.
+    SourceReplaced(PathBuf),
     /// Another run holds the repository lock.
     Locked(PathBuf),
     /// Not enough free space for the recovered file.
@@ -106,6 +109,11 @@ impl fmt::Display for Error {
                 write!(f, "{} is not a valid gzip file: {reason}", path.display())
             }
             Error::BrokenPipe => write!(f, "output closed before recovery finished"),
+            Error::SourceReplaced(p) => write!(
+                f,
+                "{} was replaced while it was being backed up (packed?); nothing was kept: run the backup again",
+                p.display()
+            ),
             Error::Locked(p) => write!(
                 f,
                 "repository locked: another repozo run is using {}; try again when it has finished",

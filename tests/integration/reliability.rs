@@ -297,3 +297,51 @@ fn backups_while_a_writer_commits() {
     env.backup(&["-Q"], "2026-11-23-00-00-00");
     assert_recovers_source(&env);
 }
+
+/// A pack replaces the source (a new file renamed over it) while a backup
+/// copies it: the backup notices, keeps nothing, and says so; the next one
+/// decides again. Needs strace, to slow the copy down.
+#[test]
+fn source_replaced_during_a_backup() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("strace not installed: skipped");
+        return;
+    }
+    for quick in [false, true] {
+        let env = Env::with_db(671, 20);
+        env.backup(&[], T1);
+        env.append(672, 3);
+        let before = env.repo_snapshot();
+        let mut cmd = Command::new("strace");
+        cmd.current_dir(env.root())
+            .env("REPOZO_TEST_NOW", T2)
+            .args(["-f", "-o", "/dev/null", "-P"])
+            .arg(env.path("Data.fs"))
+            .args([
+                "-e",
+                "inject=pread64:delay_enter=1500000:when=2",
+                BIN,
+                "-B",
+                "-r",
+                "repo",
+                "-f",
+                "Data.fs",
+            ]);
+        if quick {
+            cmd.arg("-Q");
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        // what a pack does at its end: a new file renamed over the old one
+        std::fs::copy(env.path("Data.fs"), env.path("Data.fs.pack")).unwrap();
+        std::fs::rename(env.path("Data.fs.pack"), env.path("Data.fs")).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "quick={quick}: {err}");
+        assert!(err.contains("was replaced"), "{err}");
+        assert_same(&env.repo_snapshot(), &before, "nothing kept");
+        env.backup(&["-Q"], T3);
+        assert_recovers_source(&env);
+    }
+}
