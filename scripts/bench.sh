@@ -9,11 +9,7 @@
 # `cargo build --release` (e.g. with --ours pointing at a saved binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if ! .venv/bin/python -c 'import ZODB, sys; from importlib.metadata import version; sys.exit(version("ZODB") != "6.4")' 2>/dev/null; then
-    "$PYTHON" -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
-fi
+. scripts/venv.sh
 if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release --quiet
 fi

@@ -13,10 +13,6 @@
 # xfs_io is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if ! .venv/bin/python -c 'import ZODB, sys; from importlib.metadata import version; sys.exit(version("ZODB") != "6.4")' 2>/dev/null; then
-    "$PYTHON" -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
-fi
+. scripts/venv.sh
 cargo build --release --quiet
 exec .venv/bin/python scripts/faults.py "$@"

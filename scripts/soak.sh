@@ -33,11 +33,7 @@ for n in "$total" "$per" "$jobs"; do
     fi
 done
 
-PYTHON="${PYTHON:-python3}"
-if ! .venv/bin/python -c 'import ZODB, sys; from importlib.metadata import version; sys.exit(version("ZODB") != "6.4")' 2>/dev/null; then
-    "$PYTHON" -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
-fi
+. scripts/venv.sh
 cargo build --release --quiet
 
 base="${SOAK_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"

@@ -4,11 +4,7 @@
 # Rust test. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if ! .venv/bin/python -c 'import ZODB, sys; from importlib.metadata import version; sys.exit(version("ZODB") != "6.4")' 2>/dev/null; then
-    "$PYTHON" -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
-fi
+. scripts/venv.sh
 export REPOZO_PYTHON="$PWD/.venv/bin/python"
 cargo build --quiet --all-targets
 # fault injection, the short version (issue 6): SIGKILL, I/O errors, full

@@ -142,6 +142,28 @@ fn prepare_index(
     Ok((new_index, src_index, target_index))
 }
 
+/// Put the prepared index in place as `FILE.index` (after FILE itself),
+/// then make both renames durable. Returns whether there was an index.
+fn publish_index(
+    new_index: Option<TempFile>,
+    src_index: &Path,
+    target_index: &Path,
+    out: &Path,
+    log: &Log,
+) -> Result<bool> {
+    let index = new_index.is_some();
+    if let Some(t) = new_index {
+        log.note(format_args!(
+            "Restoring index file {} to {}",
+            src_index.display(),
+            target_index.display()
+        ));
+        t.publish(target_index, true)?;
+    }
+    durable::sync_parent(out)?;
+    Ok(index)
+}
+
 fn remove_if_present(p: &Path) -> Result<()> {
     match fs::remove_file(p) {
         Ok(()) => Ok(()),
@@ -288,16 +310,7 @@ fn recover_incrementally(
         }
     }
     file.sync_all().ctx("fsync", out)?;
-    let index = new_index.is_some();
-    if let Some(t) = new_index {
-        log.note(format_args!(
-            "Restoring index file {} to {}",
-            src_index.display(),
-            target_index.display()
-        ));
-        t.publish(&target_index, true)?;
-    }
-    durable::sync_parent(out)?;
+    let index = publish_index(new_index, &src_index, &target_index, out, log)?;
     log.note(format_args!(
         "appended {bytes} bytes; {} is complete",
         out.display()
@@ -338,22 +351,9 @@ fn recover_to_file(
     };
     let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
     // An old FILE.index must never sit beside the new FILE.
-    match fs::remove_file(&target_index) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", &target_index, e)),
-    }
+    remove_if_present(&target_index)?;
     part.publish(out, true)?;
-    let index = new_index.is_some();
-    if let Some(t) = new_index {
-        log.note(format_args!(
-            "Restoring index file {} to {}",
-            src_index.display(),
-            target_index.display()
-        ));
-        t.publish(&target_index, true)?;
-    }
-    durable::sync_parent(out)?;
+    let index = publish_index(new_index, &src_index, &target_index, out, log)?;
     Ok(Recovered { index, ..r })
 }
 
