@@ -6,7 +6,7 @@ binary exist), e.g.
 
     scripts/faults.sh all --short          # CI: a few minutes
     scripts/faults.sh kill-sweep           # T1: SIGKILL before every mutating syscall
-    scripts/faults.sh io-errors            # T4: EIO/ENOSPC once and persistent, EINTR, short I/O
+    scripts/faults.sh io-errors            # T4: EIO/ENOSPC/EACCES once and persistent, EINTR, short I/O
     scripts/faults.sh enospc               # T5: real full disk (tmpfs)
     scripts/faults.sh power-cuts --trials 50   # T3: ext4 on loop + shutdown ioctl
     scripts/faults.sh kill-sweep --scenario quick --only kill:fsync:3 --keep   # one trial
@@ -52,7 +52,7 @@ Oracles:
               extended in place, a longer prefix of the new bytes, which
               the next run completes), out.fs.index is absent or belongs
               to it; a rerun gives the new state and index.
-  io-errors   EIO and ENOSPC (once and from then on) at every point: exit 1
+  io-errors   EIO, ENOSPC and EACCES (once and from then on) at every point: exit 1
               with one "repozo: " line, no panic, no temporary file left,
               the repository unchanged or still verifying and recovering to
               the old state (an error in -k removals after a complete backup
@@ -142,6 +142,8 @@ MUTATING = {'write', 'pwrite64', 'fsync', 'fdatasync', 'rename', 'renameat',
 # Calls for which Linux documents EINTR (or POSIX does): a retry is expected.
 EINTR_CALLS = {'read', 'pread64', 'write', 'pwrite64', 'openat', 'open',
                'ftruncate', 'fsync', 'fdatasync', 'flock'}
+EACCES_CALLS = {'open', 'openat', 'rename', 'renameat', 'renameat2', 'link', 'linkat',
+                'unlink', 'unlinkat', 'mkdir', 'mkdirat'}
 ENOSPC_CALLS = {'write', 'pwrite64', 'fsync', 'fdatasync', 'openat', 'copy_file_range',
                 'rename', 'renameat2', 'link', 'linkat', 'mkdir', 'fallocate'}
 
@@ -784,7 +786,7 @@ def parse_calls(log):
 # faults
 
 class Fault:
-    """kind: kill | EIO | EIO+ | ENOSPC | ENOSPC+ | EINTR | short."""
+    """kind: kill | EIO | EIO+ | ENOSPC | ENOSPC+ | EACCES | EACCES+ | EINTR | short."""
 
     def __init__(self, kind, syscall, k, desc=''):
         self.kind, self.syscall, self.k, self.desc = kind, syscall, k, desc
@@ -1141,6 +1143,12 @@ def io_faults(world, scen):
                 faults.append(Fault('EINTR', name, k, desc))
     for name, ks in by_call(points, lambda p: p['name'] in ENOSPC_CALLS and p['mut']):
         for kind in ('ENOSPC', 'ENOSPC+'):
+            for k, desc in thin(ks, short, 3):
+                faults.append(Fault(kind, name, k, desc))
+    # permission denied where the kernel checks permissions: opening,
+    # creating, renaming and removing names
+    for name, ks in by_call(points, lambda p: p['name'] in EACCES_CALLS):
+        for kind in ('EACCES', 'EACCES+'):
             for k, desc in thin(ks, short, 3):
                 faults.append(Fault(kind, name, k, desc))
     for name, ks in by_call(points, lambda p: p['name'] in SHORT_ARG and p['count'] > 1):
