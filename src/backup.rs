@@ -107,7 +107,7 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
 pub fn retain(repo: &Path, keep: usize, log: &Log) -> Result<u64> {
     let listing = repo::list(repo)?;
     let fulls: Vec<&DataFile> = listing.files.iter().filter(|f| f.is_full()).collect();
-    if fulls.len() <= keep {
+    if keep == 0 || fulls.len() <= keep {
         log.note(format_args!(
             "--keep {keep}: {} full backup(s), nothing to remove",
             fulls.len()
@@ -181,12 +181,19 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                     .filter_map(|c| c.line.clone())
                     .find(|l| !l.is_empty());
                 set_aside(repo, &r.orphans, log)?;
+                let lens: Vec<u64> = r
+                    .files
+                    .iter()
+                    .map(|c| c.line.as_ref().map_or(0, |l| l.len()))
+                    .collect();
                 chain = r.files.into_iter().map(|c| c.file).collect();
                 dat_file = r.dat_file;
                 match last {
                     None => Err(Reason::MissingDat),
                     Some(last) if opts.quick => decide_quick(opts, &src, size, &last, log)?,
-                    Some(last) => decide_full_check(opts, &src, size, &chain, last.end, log)?,
+                    Some(last) => {
+                        decide_full_check(opts, &src, size, &chain, &lens, last.end, log)?
+                    }
                 }
             }
         }
@@ -345,6 +352,7 @@ fn decide_full_check(
     src: &File,
     size: u64,
     chain: &[DataFile],
+    lens: &[u64],
     expected: u64,
     log: &Log,
 ) -> Result<std::result::Result<u64, Reason>> {
@@ -357,9 +365,16 @@ fn decide_full_check(
     // same (but for md5 collisions), stops at the first difference, and
     // costs one pass instead of two hashes.
     let mut at = 0u64;
-    for f in chain {
+    for (f, &len) in chain.iter().zip(lens) {
         match pipeline::same_as_source(&f.path, f.name.gzip, src, &opts.file, at)? {
-            Some(n) => at += n,
+            Some(n) if n == len => at += n,
+            Some(n) => {
+                log.note(format_args!(
+                    "{} holds {n} bytes but its .dat line says {len}",
+                    f.path.display()
+                ));
+                return Ok(Err(Reason::Changed));
+            }
             None => {
                 log.note(format_args!(
                     "{} differs from the source (at or after byte {at})",
@@ -388,6 +403,11 @@ fn new_stamp(listing: &repo::Listing, log: &Log) -> Result<Stamp> {
     match listing.newest_stamp {
         Some(newest) if newest >= now => {
             let s = newest.next_second();
+            if !s.is_valid() || s.to_string().len() != 19 {
+                return Err(Error::BadDate(format!(
+                    "{s} (the second after the newest backup, {newest})"
+                )));
+            }
             log.note(format_args!(
                 "the repository already has a backup at {newest}; naming this one {s}"
             ));

@@ -293,7 +293,10 @@ fn check_sanity(file: &File, size: u64, index: &Index, mut pos: u64) -> io::Resu
         if steps > 10_000 {
             return Ok(false);
         }
-        let b = read(pos - 8, 8)?;
+        let Some(len_at) = pos.checked_sub(8) else {
+            return Ok(false);
+        };
+        let b = read(len_at, 8)?;
         if b.len() < 8 {
             return Ok(false);
         }

@@ -193,6 +193,13 @@ fn examine_existing(
 ) -> Result<Existing> {
     let lines: Vec<&crate::dat::DatLine> =
         chain.files.iter().filter_map(|c| c.line.as_ref()).collect();
+    match fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => {
+            // replaced by the new file, as ZODB's repozo does
+            return Ok(Existing::Unusable("it is a symbolic link".into()));
+        }
+        _ => {}
+    }
     let file = match File::open(out) {
         Ok(f) => f,
         Err(e) => return Ok(Existing::Unusable(format!("cannot open it: {e}"))),
@@ -272,13 +279,13 @@ fn recover_incrementally(
             missing.len()
         ));
     }
-    // the old index describes the old FILE; it goes before FILE changes
-    remove_if_present(&target_index)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(out)
         .ctx("open for appending", out)?;
+    // the old index describes the old FILE; it goes before FILE changes
+    remove_if_present(&target_index)?;
     if truncate {
         file.set_len(len).ctx("truncate", out)?;
     }

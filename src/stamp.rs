@@ -91,14 +91,17 @@ impl Stamp {
             }
         }
         let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
-        Some(Stamp {
+        let st = Stamp {
             year: num(0..4)?,
             month: num(5..7)?,
             day: num(8..10)?,
             hour: num(11..13)?,
             minute: num(14..16)?,
             second: num(17..19)?,
-        })
+        };
+        // A name whose date cannot exist was not written by a repozo: it
+        // is not a backup (and could not be followed by a valid name).
+        st.is_valid().then_some(st)
     }
 
     /// Seconds from `earlier` to `self` (negative when `earlier` is later).
@@ -112,6 +115,14 @@ impl Stamp {
             (Some(a), Some(b)) => a - b,
             _ => 0,
         }
+    }
+
+    /// Whether this is a real UTC second (seconds 0..=59).
+    pub fn is_valid(&self) -> bool {
+        NaiveDate::from_ymd_opt(self.year as i32, self.month, self.day).is_some()
+            && self.hour < 24
+            && self.minute < 60
+            && self.second < 60
     }
 
     /// The next second, for keeping stamps strictly increasing.
@@ -260,6 +271,8 @@ mod tests {
             "2026-11-20-05-06.fs",
             "x026-11-20-05-06-07.fs",
             "2026-11-20-05-06-07fs",
+            "2026-11-20-05-06-99.fs",
+            "2026-02-30-05-06-07.deltafs",
             "tmp.tmp",
         ] {
             assert_eq!(DataName::parse(bad), None, "{bad}");

@@ -285,3 +285,45 @@ fn version_and_help() {
         assert!(o.stdout_str().contains(opt), "{opt}");
     }
 }
+
+/// Regression (review): `-o` naming a symlink is replaced by the recovered
+/// file, as ZODB's repozo does, and never fails half-way.
+#[test]
+fn recovery_onto_a_symlinked_output() {
+    let env = standby();
+    std::fs::rename(env.path("out.fs"), env.path("real.fs")).unwrap();
+    std::os::unix::fs::symlink("real.fs", env.path("out.fs")).unwrap();
+    env.append(740, 2);
+    env.backup(&["-Q"], T3);
+    let err = recover_v(&env, &[]);
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!std::fs::symlink_metadata(env.path("out.fs"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_out_is_source(&env);
+}
+
+/// Regression (review): a file named like a backup but with a date that
+/// cannot exist is not a backup, and new backups are still named properly.
+#[test]
+fn impossible_dates_are_not_backups() {
+    let env = Env::with_db(741, 10);
+    env.write("repo/2030-11-22-05-06-99.fs", b"not a backup");
+    env.write("repo/2030-02-30-00-00-00.deltafs", b"not a backup");
+    env.backup(&[], T1);
+    assert!(
+        env.exists(&format!("repo/{T1}.fs")),
+        "{:?}",
+        env.repo_names()
+    );
+    env.append(742, 2);
+    env.backup(&["-Q"], T2);
+    assert!(
+        env.exists(&format!("repo/{T2}.deltafs")),
+        "{:?}",
+        env.repo_names()
+    );
+    let out = env.recover("o.fs", &[]);
+    assert_bytes(&out, &env.read("Data.fs"), "recovered");
+}
