@@ -255,17 +255,8 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
-    /// Cases per property: `REPOZO_FUZZ_CASES` (default 3000; a release
-    /// soak uses a million).
-    fn cases() -> u32 {
-        std::env::var("REPOZO_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(3000)
-    }
-
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(cases()))]
+        #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases()))]
 
         /// Any text is parsed or rejected, never a panic; what parses is
         /// consistent.

@@ -49,6 +49,16 @@ pub use error::{Error, Result};
 
 use std::fmt;
 
+/// Cases per property test: `REPOZO_FUZZ_CASES` (default 3000; a release
+/// soak uses a million).
+#[cfg(test)]
+pub(crate) fn fuzz_cases() -> u32 {
+    std::env::var("REPOZO_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+}
+
 /// Progress notes for `-v`, written to stderr (so they never mix with a
 /// recovery written to stdout).
 #[derive(Clone, Copy, Debug, Default)]
