@@ -345,3 +345,48 @@ fn source_replaced_during_a_backup() {
         assert_recovers_source(&env);
     }
 }
+
+/// A writer that commits some transactions and aborts others after their
+/// data reached the file (ZODB then truncates the file back): every backup
+/// holds whole committed transactions only.
+#[test]
+fn backups_while_a_writer_commits_and_aborts() {
+    let env = Env::with_db(681, 10);
+    let code = "import os, sys, time, transaction\n\
+                from ZODB.FileStorage import FileStorage\n\
+                from ZODB.utils import z64, p64\n\
+                from ZODB.Connection import TransactionMetaData\n\
+                fs = FileStorage('Data.fs')\n\
+                big = os.urandom(300000)\n\
+                for i in range(60):\n    \
+                    t = TransactionMetaData(description='writer %d' % i)\n    \
+                    fs.tpc_begin(t)\n    \
+                    oid = fs.new_oid()\n    \
+                    fs.store(oid, z64, b'(c__builtin__\\nbytes\\nq\\x00)R.' + big, '', t)\n    \
+                    fs.tpc_vote(t)\n    \
+                    if i % 3 == 0:\n        \
+                        fs.tpc_abort(t)\n    \
+                    else:\n        \
+                        fs.tpc_finish(t)\n    \
+                    time.sleep(0.01)\n\
+                fs.close()\n";
+    let mut writer = Command::new(python())
+        .current_dir(env.root())
+        .args(["-c", code])
+        .spawn()
+        .unwrap();
+    let stamps = [T1, T2, T3, T4, T5, T6];
+    for (i, now) in stamps.iter().enumerate() {
+        let flags: &[&str] = if i % 2 == 0 { &["-Q"] } else { &[] };
+        env.backup(flags, now);
+        let out = env.recover("live.fs", &[]);
+        assert_eq!(env.committed_size("live.fs"), out.len() as u64);
+        assert!(
+            env.read("Data.fs").starts_with(&out)
+                || out.len() as u64 <= env.committed_size("Data.fs")
+        );
+    }
+    assert!(writer.wait().unwrap().success());
+    env.backup(&["-Q"], "2026-11-23-00-00-00");
+    assert_recovers_source(&env);
+}
