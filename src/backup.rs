@@ -135,6 +135,7 @@ pub fn retain(repo: &Path, keep: usize, log: &Log) -> Result<u64> {
         }
         removed += 1;
     }
+    freed += prune_orphaned(repo, oldest_kept.stamp, log)?;
     durable::sync_dir(repo)?;
     log.note(format_args!(
         "--keep {keep}: removed {removed} data file(s) of older chains, {freed} bytes freed"
@@ -732,5 +733,29 @@ fn delete_old_backups(
         }
         std::fs::remove_file(&f.path).ctx("remove", &f.path)?;
     }
+    prune_orphaned(repo, keep.stamp, log)?;
     durable::sync_dir(repo)
+}
+
+/// Remove files set aside as `*.orphaned` whose stamp is before `before`:
+/// they belong to chains that are gone. Returns the bytes freed.
+fn prune_orphaned(repo: &Path, before: Stamp, log: &Log) -> Result<u64> {
+    let mut freed = 0;
+    for entry in std::fs::read_dir(repo).ctx("list", repo)? {
+        let entry = entry.ctx("list", repo)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.ends_with(".orphaned") || name.len() < 19 {
+            continue;
+        }
+        let old = Stamp::parse_date(&name[..19]).is_ok_and(|st| st < before);
+        if old {
+            let p = entry.path();
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&p).ctx("remove", &p)?;
+            log.note(format_args!("removed {}", p.display()));
+            freed += len;
+        }
+    }
+    Ok(freed)
 }

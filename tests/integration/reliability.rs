@@ -390,3 +390,27 @@ fn backups_while_a_writer_commits_and_aborts() {
     env.backup(&["-Q"], "2026-11-23-00-00-00");
     assert_recovers_source(&env);
 }
+
+/// Files set aside as orphans go with their chain under `-k` and `--keep`.
+#[test]
+fn orphans_set_aside_are_pruned_with_their_chain() {
+    for prune in [&["-F", "-k"][..], &["-F", "--keep", "1"][..]] {
+        let env = Env::with_db(691, 15);
+        env.backup(&[], T1);
+        env.append(692, 2);
+        env.backup(&[], T2);
+        drop_last_dat_line(&env, T1);
+        env.append(693, 2);
+        env.backup(&["-Q"], T3);
+        let orphan = format!("repo/{T2}.deltafs.orphaned");
+        assert!(env.exists(&orphan), "{:?}", env.repo_names());
+        env.append(694, 2);
+        env.backup(prune, T4);
+        let names = env.repo_names();
+        assert!(
+            names.iter().all(|n| n.starts_with(T4)),
+            "{prune:?}: {names:?}"
+        );
+        assert_recovers_source(&env);
+    }
+}
