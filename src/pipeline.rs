@@ -451,6 +451,69 @@ pub fn same_as_source(
     }
 }
 
+/// Decompress a gzip data file into `out` on two cores: this thread
+/// inflates (and hashes), another writes whole [`CHUNK`]s. Returns the
+/// number of uncompressed bytes.
+pub fn inflate_to_file(
+    path: &Path,
+    mut md5: Option<&mut Md5>,
+    out: &File,
+    out_path: &Path,
+) -> Result<u64> {
+    use std::sync::mpsc::{channel, sync_channel};
+    let mut r = open_data(path, true)?;
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = channel::<Vec<u8>>();
+    for _ in 0..IN_FLIGHT {
+        empty_tx.send(vec![0u8; CHUNK]).expect("receiver alive");
+    }
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<()> {
+            let mut w: &File = out;
+            while let Ok((buf, n)) = full_rx.recv() {
+                w.write_all(&buf[..n])
+                    .map_err(|e| Error::io("write", out_path, e))?;
+                crate::progress::written(n as u64);
+                let _ = empty_tx.send(buf);
+            }
+            Ok(())
+        });
+        let mut total = 0u64;
+        let mut result = Ok(());
+        'outer: while let Ok(mut buf) = empty_rx.recv() {
+            // fill the whole buffer: gzip readers return small pieces
+            let mut n = 0;
+            while n < buf.len() {
+                match r.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        result = Err(read_error(path, true, e));
+                        break 'outer;
+                    }
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            if let Some(m) = md5.as_deref_mut() {
+                m.update(&buf[..n]);
+            }
+            crate::progress::read(n as u64);
+            total += n as u64;
+            if full_tx.send((buf, n)).is_err() {
+                break;
+            }
+        }
+        drop(full_tx);
+        let written = writer.join().expect("writer thread does not panic");
+        result?;
+        written?;
+        Ok(total)
+    })
+}
+
 /// A read error on a data file: for gzip files, bad data is reported as a
 /// damaged gzip stream rather than an I/O failure.
 pub fn read_error(path: &Path, gzip: bool, e: io::Error) -> Error {

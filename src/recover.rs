@@ -452,13 +452,7 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
                 len
             }
             Dest::File(out, out_path) => {
-                let mut w: &File = out;
-                pipeline::stream_data(
-                    &f.path,
-                    true,
-                    verify.then_some(&mut md5),
-                    Some((&mut w, out_path)),
-                )?
+                pipeline::inflate_to_file(&f.path, verify.then_some(&mut md5), out, out_path)?
             }
             Dest::Stream(w, out_path) => pipeline::stream_data(
                 &f.path,
