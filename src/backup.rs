@@ -2,15 +2,19 @@
 //! ZODB's repozo decides, and write the new files durably.
 //!
 //! The decision (repozo's `do_backup`): no chain or `-F` → full. With `-Q`,
-//! compare the md5 of the source over the last `.dat` range with the
-//! recorded one; without it, compare the md5 of the whole chain with the md5
-//! of the same-length prefix of the source. Equal → increment from the
+//! compare the md5 of the source over the last `.dat` range that holds
+//! bytes with the recorded one; without it, compare the chain (as its
+//! `.dat` lists it) with the same-length prefix of the source, byte for
+//! byte, where repozo compares two md5 sums. Equal → increment from the
 //! chain's end (nothing when no transaction was committed since), source
-//! shorter or different → full (the database was packed).
+//! shorter or different → full (the database was packed). A chain that
+//! recovery could not use (missing or broken `.dat`) is never extended.
 //!
 //! Files are published in an order that keeps every earlier state
 //! recoverable: the data file, then its `.index`, then the `.dat` line that
-//! makes it part of the chain.
+//! makes it part of the chain. A failure before the `.dat` line is durable
+//! rolls back what was published; the repository lock keeps other runs of
+//! ours out meanwhile.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -160,7 +164,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let decision = if opts.full {
         Err(Reason::Forced)
     } else {
-        match repo::resolve(repo, None, log) {
+        match repo::resolve_in(repo, &listing, None, log) {
             // a chain that recovery could not use: start a new one
             Err(e @ (Error::BadDat { .. } | Error::MissingFile { .. })) => {
                 log.note(format_args!("the newest chain cannot be extended: {e}"));

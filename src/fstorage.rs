@@ -18,11 +18,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::index::{Index, MAX_POS};
+use crate::pipeline::read_full_at;
 
 /// Transaction header length.
 pub const TRANS_HDR_LEN: u64 = 23;
@@ -80,18 +80,7 @@ impl<'a> Window<'a> {
         let in_window = pos >= self.start && pos + n as u64 <= self.start + self.len as u64;
         if !in_window {
             let want = (self.limit.saturating_sub(pos)).min(WINDOW as u64) as usize;
-            let mut got = 0;
-            while got < want {
-                match self
-                    .file
-                    .read_at(&mut self.buf[got..want], pos + got as u64)
-                {
-                    Ok(0) => break,
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let got = read_full_at(self.file, &mut self.buf[..want], pos)?;
             self.start = pos;
             self.len = got;
         }
@@ -132,15 +121,7 @@ pub fn check_magic(file: &File, path: &Path) -> Result<u64> {
         return Err(bad("the file is empty".into()));
     }
     let mut magic = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match file.read_at(&mut magic[got..], got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read", path, e)),
-        }
-    }
+    let got = read_full_at(file, &mut magic, 0).map_err(|e| Error::io("read", path, e))?;
     if got < 4 || (&magic != MAGIC_FS30 && &magic != MAGIC_FS21) {
         return Err(bad(format!(
             "bad magic {:?} (expected FS30 or FS21)",
@@ -272,15 +253,7 @@ fn check_sanity(file: &File, size: u64, index: &Index, mut pos: u64) -> io::Resu
     }
     let read = |at: u64, n: usize| -> io::Result<Vec<u8>> {
         let mut b = vec![0u8; n];
-        let mut got = 0;
-        while got < n {
-            match file.read_at(&mut b[got..], at + got as u64) {
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let got = read_full_at(file, &mut b, at)?;
         b.truncate(got);
         Ok(b)
     };

@@ -154,6 +154,16 @@ pub struct Resolved {
 /// the chain's `.dat`.
 pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Option<Resolved>> {
     let listing = list(repo_dir)?;
+    resolve_in(repo_dir, &listing, until, log)
+}
+
+/// [`resolve`] over a listing already made.
+pub fn resolve_in(
+    repo_dir: &Path,
+    listing: &Listing,
+    until: Option<Stamp>,
+    log: &Log,
+) -> Result<Option<Resolved>> {
     for p in &listing.skipped {
         log.note(format_args!(
             "ignoring {} (not a regular file)",

@@ -271,7 +271,7 @@ fn r4_old_output_survives_and_no_write_through_symlinks() {
 #[test]
 fn backups_while_a_writer_commits() {
     let env = Env::with_db(661, 10);
-    let mut writer = Command::new(python())
+    let writer = Command::new(python())
         .current_dir(env.root())
         .args([
             "-c",
@@ -284,18 +284,7 @@ fn backups_while_a_writer_commits() {
         )
         .spawn()
         .unwrap();
-    let stamps = [T1, T2, T3, T4, T5, T6];
-    for (i, now) in stamps.iter().enumerate() {
-        let flags: &[&str] = if i % 2 == 0 { &["-Q"] } else { &[] };
-        env.backup(flags, now);
-        let out = env.recover("live.fs", &[]);
-        // a committed prefix: ZODB finds its committed end at its length
-        assert_eq!(env.committed_size("live.fs"), out.len() as u64);
-        env.open_with_index("live.fs");
-    }
-    assert!(writer.wait().unwrap().success());
-    env.backup(&["-Q"], "2026-11-23-00-00-00");
-    assert_recovers_source(&env);
+    backups_while(&env, writer);
 }
 
 /// A pack replaces the source (a new file renamed over it) while a backup
@@ -370,25 +359,12 @@ fn backups_while_a_writer_commits_and_aborts() {
                         fs.tpc_finish(t)\n    \
                     time.sleep(0.01)\n\
                 fs.close()\n";
-    let mut writer = Command::new(python())
+    let writer = Command::new(python())
         .current_dir(env.root())
         .args(["-c", code])
         .spawn()
         .unwrap();
-    let stamps = [T1, T2, T3, T4, T5, T6];
-    for (i, now) in stamps.iter().enumerate() {
-        let flags: &[&str] = if i % 2 == 0 { &["-Q"] } else { &[] };
-        env.backup(flags, now);
-        let out = env.recover("live.fs", &[]);
-        assert_eq!(env.committed_size("live.fs"), out.len() as u64);
-        assert!(
-            env.read("Data.fs").starts_with(&out)
-                || out.len() as u64 <= env.committed_size("Data.fs")
-        );
-    }
-    assert!(writer.wait().unwrap().success());
-    env.backup(&["-Q"], "2026-11-23-00-00-00");
-    assert_recovers_source(&env);
+    backups_while(&env, writer);
 }
 
 /// Files set aside as orphans go with their chain under `-k` and `--keep`.
@@ -413,4 +389,27 @@ fn orphans_set_aside_are_pruned_with_their_chain() {
         );
         assert_recovers_source(&env);
     }
+}
+
+/// Back up (with and without -Q) while `writer` changes the source: every
+/// recovery is a committed prefix of the source that ZODB opens with its
+/// index; after the writer, the repository recovers the source.
+#[track_caller]
+fn backups_while(env: &Env, mut writer: std::process::Child) {
+    for (i, now) in [T1, T2, T3, T4, T5, T6].iter().enumerate() {
+        let flags: &[&str] = if i % 2 == 0 { &["-Q"] } else { &[] };
+        env.backup(flags, now);
+        let out = env.recover("live.fs", &[]);
+        // ZODB finds the committed end at the file's length
+        assert_eq!(env.committed_size("live.fs"), out.len() as u64);
+        // committed bytes never change afterwards, aborts or not
+        assert!(
+            env.read("Data.fs").starts_with(&out),
+            "a prefix of the source"
+        );
+        env.open_with_index("live.fs");
+    }
+    assert!(writer.wait().unwrap().success());
+    env.backup(&["-Q"], "2026-11-23-00-00-00");
+    assert_recovers_source(env);
 }
