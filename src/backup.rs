@@ -32,6 +32,7 @@ use crate::lock;
 use crate::pipeline::{self, CopyError, Sink};
 use crate::repo::{self, DataFile};
 use crate::stamp::{DataName, Kind, Stamp};
+use crate::sums::{self, Sums};
 use crate::Log;
 
 /// What `-B` was asked to do.
@@ -186,18 +187,15 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                     .filter_map(|c| c.line.clone())
                     .find(|l| !l.is_empty());
                 set_aside(repo, &r.orphans, log)?;
-                let lens: Vec<u64> = r
-                    .files
-                    .iter()
-                    .map(|c| c.line.as_ref().map_or(0, |l| l.len()))
-                    .collect();
+                let lines: Vec<Option<DatLine>> = r.files.iter().map(|c| c.line.clone()).collect();
                 chain = r.files.into_iter().map(|c| c.file).collect();
                 dat_file = r.dat_file;
+                let sums = Sums::load(repo);
                 match last {
                     None => Err(Reason::MissingDat),
-                    Some(last) if opts.quick => decide_quick(opts, &src, size, &last, log)?,
+                    Some(last) if opts.quick => decide_quick(opts, &src, size, &last, &sums, log)?,
                     Some(last) => {
-                        decide_full_check(opts, &src, size, &chain, &lens, last.end, log)?
+                        decide_full_check(opts, &src, size, &chain, &lines, last.end, &sums, log)?
                     }
                 }
             }
@@ -327,15 +325,33 @@ fn scan_source(
 }
 
 /// `-Q`: trust the last `.dat` line. `Ok(Ok(end))` to extend from `end`.
+/// When our sums know the file, the source's range is checked with xxh3
+/// (a match means the md5 matches too); anything else is decided by the
+/// md5, as ZODB's repozo decides.
 fn decide_quick(
     opts: &BackupOptions,
     src: &File,
     size: u64,
     last: &DatLine,
+    sums: &Sums,
     log: &Log,
 ) -> Result<std::result::Result<u64, Reason>> {
     if size < last.end {
         return Ok(Err(Reason::Shrunk));
+    }
+    if let Some(e) = sums.for_line(last) {
+        if source_matches(opts, src, last.start, last.len(), e.content)? {
+            log.note(format_args!("last incremental file: {}", last.name));
+            log.note(format_args!(
+                "source range [{}..{}] has the fast checksum recorded with md5 {}",
+                last.start, last.end, last.md5
+            ));
+            return Ok(Ok(last.end));
+        }
+        log.note(format_args!(
+            "source range [{}..{}] differs from its fast checksum: checking its md5",
+            last.start, last.end
+        ));
     }
     let srcsum = pipeline::md5_range(src, &opts.file, last.start, last.len())?;
     log.note(format_args!("last incremental file: {}", last.name));
@@ -351,14 +367,29 @@ fn decide_quick(
     }
 }
 
+/// Whether the source's `[start, start + len)` has the xxh3 `want`.
+fn source_matches(
+    opts: &BackupOptions,
+    src: &File,
+    start: u64,
+    len: u64,
+    want: u128,
+) -> Result<bool> {
+    let (h, n) = sums::hash_range(src, start, len).ctx("read", &opts.file)?;
+    crate::progress::read(n);
+    Ok(n == len && h == want)
+}
+
 /// Without `-Q`: compare the whole chain with the source's prefix.
+#[allow(clippy::too_many_arguments)]
 fn decide_full_check(
     opts: &BackupOptions,
     src: &File,
     size: u64,
     chain: &[DataFile],
-    lens: &[u64],
+    lines: &[Option<DatLine>],
     expected: u64,
+    sums: &Sums,
     log: &Log,
 ) -> Result<std::result::Result<u64, Reason>> {
     if size < expected {
@@ -366,11 +397,22 @@ fn decide_full_check(
     }
     crate::progress::phase("checking", expected);
     // ZODB's repozo compares the md5 of the whole chain with the md5 of the
-    // same length of the source. Comparing the bytes themselves decides the
-    // same (but for md5 collisions), stops at the first difference, and
-    // costs one pass instead of two hashes.
+    // same length of the source. For a file our sums know, the source's
+    // range is hashed with xxh3 and compared with the recorded one (a match
+    // means the md5 matches); other files are compared byte for byte with
+    // the source, which decides the same (but for md5 collisions), stops at
+    // the first difference, and costs one pass instead of two hashes.
     let mut at = 0u64;
-    for (f, &len) in chain.iter().zip(lens) {
+    let mut fast = 0usize;
+    for (f, line) in chain.iter().zip(lines) {
+        let len = line.as_ref().map_or(0, |l| l.len());
+        if let Some(e) = line.as_ref().and_then(|l| sums.for_line(l)) {
+            if e.start == at && source_matches(opts, src, at, len, e.content)? {
+                at += len;
+                fast += 1;
+                continue;
+            }
+        }
         match pipeline::same_as_source(&f.path, f.name.gzip, src, &opts.file, at)? {
             Some(n) if n == len => at += n,
             Some(n) => {
@@ -396,7 +438,9 @@ fn decide_full_check(
         return Ok(Err(Reason::Changed));
     }
     log.note(format_args!(
-        "repository state: {at} bytes, identical to the source's first {at} bytes"
+        "repository state: {at} bytes, identical to the source's first {at} bytes \
+         ({fast} of {} file(s) by fast checksum)",
+        chain.len()
     ));
     Ok(Ok(expected))
 }
@@ -422,14 +466,36 @@ fn new_stamp(listing: &repo::Listing, log: &Log) -> Result<Stamp> {
     }
 }
 
-/// Copy `[start, end)` of the source into a new data file; returns its md5.
+/// What [`write_data`] wrote: the `.dat` md5 and the fast sums.
+struct Written {
+    md5: String,
+    content: u128,
+    stored: u128,
+    stored_len: u64,
+}
+
+impl Written {
+    fn entry(&self, name: String, start: u64, end: u64) -> sums::Entry {
+        sums::Entry {
+            name,
+            start,
+            end,
+            md5: self.md5.clone(),
+            content: self.content,
+            stored_len: self.stored_len,
+            stored: self.stored,
+        }
+    }
+}
+
+/// Copy `[start, end)` of the source into a new data file.
 fn write_data(
     opts: &BackupOptions,
     src: &File,
     start: u64,
     end: u64,
     dest: &Path,
-) -> Result<String> {
+) -> Result<Written> {
     if std::fs::symlink_metadata(dest).is_ok() {
         return Err(Error::WouldOverwrite(dest.to_path_buf()));
     }
@@ -439,21 +505,33 @@ fn write_data(
     if !opts.gzip {
         // the kernel copies on one core while we hash on the other
         let file: &File = tmp.file();
-        let sum = pipeline::copy_and_hash(src, &opts.file, start, end - start, file, &tmp_path)?;
+        let (sum, fast) =
+            pipeline::copy_and_hash(src, &opts.file, start, end - start, file, &tmp_path, true)?;
         tmp.publish(dest, false)?;
-        return Ok(sum);
+        return Ok(Written {
+            md5: sum.expect("asked for"),
+            content: fast,
+            stored: fast,
+            stored_len: end - start,
+        });
     }
     let sink = Sink::new(tmp.take(), true);
     let mut md5 = Md5::new();
-    let file = pipeline::copy_range_parallel(src, start, end - start, &mut md5, sink).map_err(
-        |e| match e {
-            CopyError::Read(e) => Error::io("read", &opts.file, e),
-            CopyError::Write(e) => Error::io("write", &tmp_path, e),
-        },
-    )?;
-    tmp.put_back(file);
+    let mut content = sums::Hasher::new();
+    let copied =
+        pipeline::copy_range_parallel(src, start, end - start, &mut md5, &mut content, sink)
+            .map_err(|e| match e {
+                CopyError::Read(e) => Error::io("read", &opts.file, e),
+                CopyError::Write(e) => Error::io("write", &tmp_path, e),
+            })?;
+    tmp.put_back(copied.file);
     tmp.publish(dest, false)?;
-    Ok(pipeline::hex(&md5.finalize()))
+    Ok(Written {
+        md5: pipeline::hex(&md5.finalize()),
+        content: content.digest128(),
+        stored: copied.stored,
+        stored_len: copied.stored_len,
+    })
 }
 
 /// Write the `.index` for a backup ending at `end`.
@@ -490,17 +568,20 @@ fn write_full(
     ));
     let index_path = repo.join(name.index_name());
     let dat_path = repo.join(name.dat_name());
-    let result = (|| -> Result<String> {
-        let md5 = write_data(opts, src, 0, scan.end, &dest)?;
+    let result = (|| -> Result<Written> {
+        let written = write_data(opts, src, 0, scan.end, &dest)?;
         log.note(format_args!("writing index: {} objects", scan.index.len()));
         write_index(opts, &scan.index, scan.end, &index_path)?;
         check_source_unchanged(src, &opts.file)?;
-        let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &md5);
+        let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &written.md5);
         durable::write_file(repo, &dat_path, &line)?;
-        Ok(md5)
+        Ok(written)
     })();
     let md5 = match result {
-        Ok(md5) => md5,
+        Ok(w) => {
+            sums::record(repo, w.entry(name.file_name(), 0, scan.end), log);
+            w.md5
+        }
         Err(e @ Error::WouldOverwrite(_)) => return Err(e),
         Err(e) => {
             // nothing of this backup may stay without a durable .dat
@@ -546,12 +627,12 @@ fn write_incremental(
     let dat_path = repo::dat_path(repo, head);
     let original = std::fs::read(&dat_path).ctx("read", &dat_path)?;
     let touched = std::cell::Cell::new(false);
-    let result = (|| -> Result<String> {
-        let md5 = write_data(opts, src, start, scan.end, &dest)?;
+    let result = (|| -> Result<Written> {
+        let written = write_data(opts, src, start, scan.end, &dest)?;
         log.note(format_args!("writing index: {} objects", scan.index.len()));
         write_index(opts, &scan.index, scan.end, &index_path)?;
         check_source_unchanged(src, &opts.file)?;
-        let line = dat::format_line(repo, &name.file_name(), start, scan.end, &md5);
+        let line = dat::format_line(repo, &name.file_name(), start, scan.end, &written.md5);
         match dat_file {
             Some(d) if d.needs_repair => {
                 // A crash cut the last append short: rewrite the .dat with
@@ -580,10 +661,13 @@ fn write_incremental(
                 f.sync_all().ctx("fsync", &dat_path)?;
             }
         }
-        Ok(md5)
+        Ok(written)
     })();
     let md5 = match result {
-        Ok(md5) => md5,
+        Ok(w) => {
+            sums::record(repo, w.entry(name.file_name(), start, scan.end), log);
+            w.md5
+        }
         Err(e @ Error::WouldOverwrite(_)) => return Err(e),
         Err(e) => {
             // An append whose fsync failed may or may not be on disk: put

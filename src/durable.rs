@@ -122,6 +122,17 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// Rename over `target` without any `fsync`: for caches, whose loss
+    /// or damage in a crash costs time, never data.
+    pub fn publish_unsynced(mut self, target: &Path) -> Result<()> {
+        drop(self.file.take());
+        fs::rename(&self.path, target).ctx("rename into place", target)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {

@@ -26,7 +26,8 @@
 //! repository and picks chains; [`dat`] reads and writes `.dat` lines;
 //! [`fstorage`] scans a FileStorage for its committed end and index;
 //! [`index`] reads and writes `.index` files; [`pipeline`] moves bytes
-//! through md5 and gzip; [`durable`] publishes files safely; [`backup`],
+//! through md5 and gzip; [`sums`] caches fast checksums of backup files;
+//! [`durable`] publishes files safely; [`backup`],
 //! [`recover`] and [`verify`] are the three operations.
 
 pub mod backup;
@@ -43,6 +44,7 @@ pub mod progress;
 pub mod recover;
 pub mod repo;
 pub mod stamp;
+pub mod sums;
 pub mod verify;
 
 pub use error::{Error, Result};
@@ -73,7 +75,23 @@ impl Log {
             eprintln!("{args}");
         }
     }
+
+    /// A warning, printed whatever the verbosity once the run has
+    /// succeeded: something went wrong that does not make the run fail. A
+    /// run that fails prints its one error line only.
+    pub fn warn(&self, args: fmt::Arguments<'_>) {
+        let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
+        w.push(format!("repozo: warning: {args}"));
+    }
+
+    /// A log that prints no notes (tests).
+    pub fn quiet() -> Log {
+        Log { verbose: false }
+    }
 }
+
+/// Warnings of this run, printed when it succeeds (see [`Log::warn`]).
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Run the operation the options ask for; with `-v`, end with a summary
 /// line.
@@ -84,7 +102,11 @@ pub fn run(opts: &cli::Options) -> Result<()> {
     };
     let what = run_inner(opts);
     progress::done();
+    let warnings = std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()));
     let what = what?;
+    for w in warnings {
+        eprintln!("{w}");
+    }
     log.note(format_args!("{}", progress::summary(&what, started)));
     Ok(())
 }

@@ -125,17 +125,30 @@ struct Piece {
     recycle: Option<Vec<u8>>,
 }
 
-/// [`copy_range`] on several cores: this thread reads and hashes; with
-/// gzip, [`COMPRESSORS`] threads compress chunks into members; a writer
-/// thread writes them in order into the sink's file, which is returned.
-/// The bytes and the md5 are the same as a one-thread copy's.
+/// What [`copy_range_parallel`] wrote.
+#[derive(Debug)]
+pub struct Copied {
+    /// The sink's file.
+    pub file: File,
+    /// xxh3-128 of the bytes written (the gzip stream with gzip).
+    pub stored: u128,
+    /// Number of bytes written.
+    pub stored_len: u64,
+}
+
+/// [`copy_range`] on several cores: this thread reads and hashes (md5 and
+/// xxh3 into `content`); with gzip, [`COMPRESSORS`] threads compress chunks
+/// into members; a writer thread writes them in order into the sink's file
+/// and hashes what it writes. The bytes and the md5 are the same as a
+/// one-thread copy's.
 pub fn copy_range_parallel(
     src: &File,
     start: u64,
     len: u64,
     md5: &mut Md5,
+    content: &mut crate::sums::Hasher,
     sink: Sink,
-) -> std::result::Result<File, CopyError> {
+) -> std::result::Result<Copied, CopyError> {
     use std::collections::BTreeMap;
     use std::sync::mpsc::{channel, sync_channel};
     use std::sync::{Arc, Mutex};
@@ -149,21 +162,29 @@ pub fn copy_range_parallel(
     }
     std::thread::scope(|scope| {
         // the writer: pieces in sequence order
-        let writer = scope.spawn(move || -> std::result::Result<File, CopyError> {
+        let writer = scope.spawn(move || -> std::result::Result<Copied, CopyError> {
             let mut out = file;
+            let mut stored = crate::sums::Hasher::new();
+            let mut stored_len = 0u64;
             let mut waiting: BTreeMap<u64, Piece> = BTreeMap::new();
             let mut next = 0u64;
             while let Ok(p) = piece_rx.recv() {
                 waiting.insert(p.seq, p);
                 while let Some(p) = waiting.remove(&next) {
                     out.write_all(&p.data[..p.len]).map_err(CopyError::Write)?;
+                    stored.update(&p.data[..p.len]);
+                    stored_len += p.len as u64;
                     crate::progress::written(p.len as u64);
                     // the reader may have stopped already: nothing to return to
                     let _ = empty_tx.send(p.recycle.unwrap_or(p.data));
                     next += 1;
                 }
             }
-            Ok(out)
+            Ok(Copied {
+                file: out,
+                stored: stored.digest128(),
+                stored_len,
+            })
         });
         // compressors (gzip only), fed through a shared queue
         let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>, usize)>(IN_FLIGHT);
@@ -224,6 +245,7 @@ pub fn copy_range_parallel(
                 }
             };
             md5.update(&buf[..n]);
+            content.update(&buf[..n]);
             crate::progress::read(n as u64);
             let sent = if gzip {
                 job_tx.send((seq, buf, n)).is_ok()
@@ -347,8 +369,13 @@ pub fn kernel_copy(
     use std::os::unix::io::AsRawFd;
     let mut off: libc::loff_t = start as libc::loff_t;
     let mut left = len;
+    let mut unflushed = 0u64;
     while left > 0 {
-        let want = left.min(1 << 30) as usize;
+        if unflushed >= WRITEBACK_STEP {
+            start_writeback(out);
+            unflushed = 0;
+        }
+        let want = left.min(WRITEBACK_STEP) as usize;
         // SAFETY: valid descriptors; `off` is ours; a null output offset
         // means "the output file's position", which the kernel advances.
         let n = unsafe {
@@ -363,6 +390,7 @@ pub fn kernel_copy(
         };
         if n > 0 {
             left -= n as u64;
+            unflushed += n as u64;
             crate::progress::written(n as u64);
             if count_read {
                 crate::progress::read(n as u64);
@@ -401,13 +429,30 @@ pub fn kernel_copy(
             _ => return Err(Error::io("copy into", out_path, e)),
         }
     }
+    start_writeback(out);
     Ok(())
 }
 
+/// Bytes copied between two requests to start writing them to disk.
+const WRITEBACK_STEP: u64 = 64 << 20;
+
+/// Ask the kernel to start writing `file`'s dirty pages to disk now
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so that
+/// the disk works while we copy or hash and the final `fsync` finds little
+/// left to do. Only a hint: errors are left for that `fsync` to report.
+pub fn start_writeback(file: &File) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// Copy `[start, start + len)` of `src` into `out` with the kernel on one
-/// core while hashing the same range on the other; returns the md5 hex.
-/// The range must not change while we read it (committed FileStorage data
-/// and backup files never do).
+/// core while hashing the same range on the other: its md5 hex when
+/// `want_md5`, and its xxh3-128 (computed by the copying thread once the
+/// kernel is done, while the md5 still runs). The range must not change
+/// while we read it (committed FileStorage data and backup files never do).
 pub fn copy_and_hash(
     src: &File,
     src_path: &Path,
@@ -415,17 +460,29 @@ pub fn copy_and_hash(
     len: u64,
     out: &File,
     out_path: &Path,
-) -> Result<String> {
-    let (sum, copied) = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| md5_range(src, src_path, start, len));
-        let copied = kernel_copy(src, src_path, start, len, out, out_path, false);
-        (
-            hasher.join().expect("hashing thread does not panic"),
-            copied,
-        )
+    want_md5: bool,
+) -> Result<(Option<String>, u128)> {
+    let (sum, fast) = std::thread::scope(|scope| {
+        let hasher = want_md5.then(|| scope.spawn(|| md5_range(src, src_path, start, len)));
+        let fast =
+            kernel_copy(src, src_path, start, len, out, out_path, !want_md5).and_then(|()| {
+                match crate::sums::hash_range(src, start, len) {
+                    Ok((h, n)) if n == len => Ok(h),
+                    Ok(_) => Err(Error::io(
+                        "read",
+                        src_path,
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
+                    )),
+                    Err(e) => Err(Error::io("read", src_path, e)),
+                }
+            });
+        let sum = hasher
+            .map(|h| h.join().expect("hashing thread does not panic"))
+            .transpose();
+        (sum, fast)
     });
-    copied?;
-    sum
+    let fast = fast?;
+    Ok((sum?, fast))
 }
 
 /// Whether the uncompressed bytes of a data file equal `src` from `at`;
@@ -571,24 +628,34 @@ mod tests {
         (&src).write_all(&data).unwrap();
         for gzip in [false, true] {
             let mut m1 = Md5::new();
-            let mut f = copy_range_parallel(
+            let mut h = crate::sums::Hasher::new();
+            let c = copy_range_parallel(
                 &src,
                 7,
                 data.len() as u64 - 7,
                 &mut m1,
+                &mut h,
                 Sink::new(tempfile::tempfile().unwrap(), gzip),
             )
             .unwrap();
+            let mut f = c.file;
             use std::io::Seek;
             f.rewind().unwrap();
+            let mut stored = Vec::new();
+            f.read_to_end(&mut stored).unwrap();
+            assert_eq!(c.stored_len, stored.len() as u64);
+            assert_eq!(c.stored, xxhash_rust::xxh3::xxh3_128(&stored));
             let mut out = Vec::new();
             if gzip {
-                MultiGzDecoder::new(f).read_to_end(&mut out).unwrap();
+                MultiGzDecoder::new(&stored[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
             } else {
-                f.read_to_end(&mut out).unwrap();
+                out = stored;
             }
             assert_eq!(out, &data[7..]);
             assert_eq!(hex(&m1.finalize()), hex(&Md5::digest(&data[7..])));
+            assert_eq!(h.digest128(), xxhash_rust::xxh3::xxh3_128(&data[7..]));
         }
         // a range past the end of the source is a read error, not a hang
         let mut m = Md5::new();
@@ -597,6 +664,7 @@ mod tests {
             0,
             data.len() as u64 + 1,
             &mut m,
+            &mut crate::sums::Hasher::new(),
             Sink::new(tempfile::tempfile().unwrap(), false),
         );
         assert!(matches!(r, Err(CopyError::Read(_))));

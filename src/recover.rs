@@ -21,6 +21,7 @@ use crate::lock;
 use crate::pipeline;
 use crate::repo::{self, Resolved};
 use crate::stamp::Stamp;
+use crate::sums::Sums;
 use crate::Log;
 
 /// What `-R` was asked to do.
@@ -74,6 +75,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
     for f in &chain.files {
         log.note(format_args!("\t{}", f.file.path.display()));
     }
+    let sums = Sums::load(repo_dir);
     if opts.with_verify && !chain.has_dat {
         return Err(Error::io(
             "read",
@@ -89,7 +91,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             let mut w = io::BufWriter::with_capacity(pipeline::CHUNK, &mut lock);
             let r = concat(
                 &chain,
-                opts.with_verify,
+                opts.with_verify.then_some(&sums),
                 Dest::Stream(&mut w, Path::new("<stdout>")),
                 log,
             )?;
@@ -104,7 +106,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             })?;
             Ok(Recovered { index: false, ..r })
         }
-        Some(out) => recover_to_file(opts, &chain, out, log),
+        Some(out) => recover_to_file(opts, &chain, &sums, out, log),
     }
 }
 
@@ -188,6 +190,7 @@ enum Existing {
 fn examine_existing(
     opts: &RecoverOptions,
     chain: &Resolved,
+    sums: &Sums,
     out: &Path,
     log: &Log,
 ) -> Result<Existing> {
@@ -227,8 +230,18 @@ fn examine_existing(
     for (l, cf) in lines[check_from..k].iter().zip(&chain.files[check_from..k]) {
         // With -w, FILE's bytes must have the recorded md5; otherwise they
         // must equal the backup file's bytes (what a full recovery would
-        // write), which is many times cheaper to check than an md5.
-        let same = if opts.with_verify {
+        // write), which is many times cheaper to check than an md5. Either
+        // holds when they have the xxh3 our sums recorded with that md5.
+        let fast = match sums.for_line(l) {
+            Some(e) => {
+                let (h, n) = crate::sums::hash_range(&file, l.start, l.len()).ctx("read", out)?;
+                n == l.len() && h == e.content
+            }
+            None => false,
+        };
+        let same = if fast {
+            true
+        } else if opts.with_verify {
             pipeline::md5_range(&file, out, l.start, l.len())? == l.md5
         } else {
             let f = &cf.file;
@@ -259,9 +272,11 @@ fn examine_existing(
 /// `k` files of the chain. A crash leaves FILE a prefix of the new state
 /// (whole files up to a point, perhaps part of one more) that the next run
 /// cuts back to a boundary and completes.
+#[allow(clippy::too_many_arguments)]
 fn recover_incrementally(
     opts: &RecoverOptions,
     chain: &Resolved,
+    sums: &Sums,
     out: &Path,
     k: usize,
     len: u64,
@@ -302,7 +317,12 @@ fn recover_incrementally(
             dat_file: None,
             orphans: Vec::new(),
         };
-        match concat(&one, opts.with_verify, Dest::File(&file, out), log) {
+        match concat(
+            &one,
+            opts.with_verify.then_some(sums),
+            Dest::File(&file, out),
+            log,
+        ) {
             Ok(r) => {
                 pos += r.bytes;
                 bytes += r.bytes;
@@ -332,14 +352,15 @@ fn recover_incrementally(
 fn recover_to_file(
     opts: &RecoverOptions,
     chain: &Resolved,
+    sums: &Sums,
     out: &Path,
     log: &Log,
 ) -> Result<Recovered> {
     log.note(format_args!("Recovering file to {}", out.display()));
     if !opts.full && chain.has_dat && fs::symlink_metadata(out).is_ok() {
-        match examine_existing(opts, chain, out, log)? {
+        match examine_existing(opts, chain, sums, out, log)? {
             Existing::Prefix { k, len, truncate } => {
-                return recover_incrementally(opts, chain, out, k, len, truncate, log);
+                return recover_incrementally(opts, chain, sums, out, k, len, truncate, log);
             }
             Existing::Unusable(why) => log.note(format_args!(
                 "{} cannot be extended ({why}): recovering in full",
@@ -354,7 +375,12 @@ fn recover_to_file(
     let part_path = part.path().to_path_buf();
     let r = {
         let file: &File = part.file();
-        concat(chain, opts.with_verify, Dest::File(file, &part_path), log)?
+        concat(
+            chain,
+            opts.with_verify.then_some(sums),
+            Dest::File(file, &part_path),
+            log,
+        )?
     };
     let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
     // An old FILE.index must never sit beside the new FILE.
@@ -422,9 +448,17 @@ enum Dest<'a> {
 }
 
 /// Write the chain's bytes to `dest`. Each file's size is checked against
-/// its `.dat` line (free); with `verify` also its md5. Without `verify`
-/// nothing is hashed and plain files are copied with `copy_file_range`.
-fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Result<Recovered> {
+/// its `.dat` line (free); with `verify` (the repository's sums) also its
+/// md5: by the xxh3 our sums recorded with that md5 where there is one (a
+/// match means the md5 matches; a mismatch is settled by the md5 itself),
+/// else by the md5. Without `verify` nothing is hashed and plain files are
+/// copied with `copy_file_range`.
+fn concat(
+    chain: &Resolved,
+    verify: Option<&Sums>,
+    mut dest: Dest<'_>,
+    log: &Log,
+) -> Result<Recovered> {
     let total: u64 = chain
         .files
         .iter()
@@ -436,28 +470,51 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
     let mut names = Vec::new();
     for cf in &chain.files {
         let f = &cf.file;
+        let entry = verify.and_then(|s| cf.line.as_ref().and_then(|l| s.for_line(l)));
+        let want_md5 = verify.is_some() && entry.is_none();
         let mut md5 = Md5::new();
         let mut sum: Option<String> = None;
+        // whether the file's bytes have the xxh3 recorded with its md5
+        let mut fast_ok = false;
         let n = match &mut dest {
             Dest::File(out, out_path) if !f.name.gzip => {
                 let src = File::open(&f.path).ctx("open", &f.path)?;
                 let len = src.metadata().ctx("stat", &f.path)?.len();
-                if verify {
-                    sum = Some(pipeline::copy_and_hash(
-                        &src, &f.path, 0, len, out, out_path,
-                    )?);
+                if verify.is_some() {
+                    let (s, fast) =
+                        pipeline::copy_and_hash(&src, &f.path, 0, len, out, out_path, want_md5)?;
+                    sum = s;
+                    fast_ok = entry.is_some_and(|e| e.content == fast);
                 } else {
                     pipeline::kernel_copy(&src, &f.path, 0, len, out, out_path, true)?;
                 }
                 len
             }
             Dest::File(out, out_path) => {
-                pipeline::inflate_to_file(&f.path, verify.then_some(&mut md5), out, out_path)?
+                let (n, stored) = std::thread::scope(|scope| {
+                    // the file as stored is hashed on the other core
+                    let stored = entry.map(|_| scope.spawn(|| crate::sums::hash_file(&f.path)));
+                    let n = pipeline::inflate_to_file(
+                        &f.path,
+                        want_md5.then_some(&mut md5),
+                        out,
+                        out_path,
+                    );
+                    let stored = stored
+                        .map(|h| h.join().expect("hashing thread does not panic"))
+                        .transpose();
+                    (n, stored)
+                });
+                let n = n?;
+                if let (Some(e), Some((h, len))) = (entry, stored?) {
+                    fast_ok = e.stored == h && e.stored_len == len;
+                }
+                n
             }
             Dest::Stream(w, out_path) => pipeline::stream_data(
                 &f.path,
                 f.name.gzip,
-                verify.then_some(&mut md5),
+                verify.is_some().then_some(&mut md5),
                 Some((&mut **w, out_path)),
             )?,
         };
@@ -470,9 +527,20 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
                 )]));
             }
         }
-        if verify {
-            let sum = sum.unwrap_or_else(|| pipeline::hex(&md5.finalize()));
+        if verify.is_some() {
             let line = cf.line.as_ref().expect("verify requires a .dat");
+            let (sum, how) = if fast_ok {
+                (line.md5.clone(), " (by its fast checksum)")
+            } else if let Some(s) = sum {
+                (s, "")
+            } else if want_md5 || matches!(dest, Dest::Stream(..)) {
+                (pipeline::hex(&md5.finalize()), "")
+            } else {
+                // the fast checksum did not match: the md5 decides
+                let mut m = Md5::new();
+                pipeline::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
+                (pipeline::hex(&m.finalize()), "")
+            };
             if sum != line.md5 {
                 return Err(Error::VerificationFailed(vec![format!(
                     "{} has checksum {sum} instead of {}",
@@ -481,7 +549,7 @@ fn concat(chain: &Resolved, verify: bool, mut dest: Dest<'_>, log: &Log) -> Resu
                 )]));
             }
             log.note(format_args!(
-                "Recovered chunk {} : {n} bytes, md5: {sum}",
+                "Recovered chunk {} : {n} bytes, md5: {sum}{how}",
                 f.path.display()
             ));
         } else {

@@ -15,4 +15,5 @@ mod montecarlo;
 mod recover;
 mod reliability;
 mod source;
+mod sums;
 mod verify;

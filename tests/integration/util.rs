@@ -18,10 +18,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use md5::Digest as _;
 use tempfile::TempDir;
 
 /// The repository lock file our binary keeps (see `src/lock.rs`).
 pub const LOCK_NAME: &str = ".repozo.lock";
+
+/// Our cache of fast checksums (see `src/sums.rs`).
+pub const SUMS_NAME: &str = ".repozo-sums";
 
 /// Our binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_repozo");
@@ -424,7 +428,61 @@ impl Env {
     pub fn backup(&self, extra: &[&str], now: &str) -> Output {
         let mut args = vec!["-B", "-r", "repo", "-f", "Data.fs"];
         args.extend_from_slice(extra);
-        self.run(&args, now).ok()
+        let out = self.run(&args, now).ok();
+        self.check_newest_sum();
+        out
+    }
+
+    /// The `.repozo-sums` entries of the repository: name -> fields.
+    pub fn sums(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let text = fs::read_to_string(self.repo().join(SUMS_NAME)).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<String> = l.split(' ').map(str::to_string).collect();
+                assert_eq!(f.len(), 7, "sums line {l:?}");
+                (f[0].clone(), f)
+            })
+            .collect()
+    }
+
+    /// The sums entry of the newest data file, when there is one, must be
+    /// right: its xxh3 of the uncompressed and of the stored bytes, and
+    /// the range and md5 of its `.dat` line.
+    #[track_caller]
+    pub fn check_newest_sum(&self) {
+        let mut names: Vec<String> = self
+            .repo_names()
+            .into_iter()
+            .filter(|n| n.ends_with("fs") || n.ends_with("fsz"))
+            .collect();
+        names.sort();
+        let Some(newest) = names.last() else { return };
+        let sums = self.sums();
+        let Some(f) = sums.get(newest) else { return };
+        let stored = self.read(&format!("repo/{newest}"));
+        let content = if newest.ends_with('z') {
+            gunzip(&self.repo().join(newest))
+        } else {
+            stored.clone()
+        };
+        let x = |b: &[u8]| format!("{:032x}", xxhash_rust::xxh3::xxh3_128(b));
+        assert_eq!(f[4], x(&content), "content xxh3 of {newest}");
+        assert_eq!(f[5], stored.len().to_string(), "stored size of {newest}");
+        assert_eq!(f[6], x(&stored), "stored xxh3 of {newest}");
+        let md5 = format!("{:x}", md5::Md5::digest(&content));
+        assert_eq!(f[3], md5, "md5 of {newest}");
+        let dat_has = self
+            .repo_names()
+            .iter()
+            .filter(|n| n.ends_with(".dat"))
+            .any(|d| {
+                fs::read_to_string(self.repo().join(d))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.ends_with(&format!("{newest} {} {} {md5}", f[1], f[2])))
+            });
+        assert!(dat_has, "no .dat line for {newest} {} {} {md5}", f[1], f[2]);
     }
 
     /// The same with ZODB's repozo.
@@ -557,8 +615,9 @@ pub fn snapshot(dir: &Path) -> Snapshot {
     for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
-        if name == LOCK_NAME {
-            // our repository lock file (empty; ZODB's repozo has none)
+        if name == LOCK_NAME || name == SUMS_NAME {
+            // our repository lock file (empty; ZODB's repozo has none) and
+            // our cache of fast checksums (checked on their own)
             continue;
         }
         let ft = e.file_type().unwrap();

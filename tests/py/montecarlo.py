@@ -649,7 +649,8 @@ class MonteCarlo:
             want.add(s.name.rsplit('.', 1)[0] + '.index')
         for head in self.dats:
             want.add(head.rsplit('.', 1)[0] + '.dat')
-        extra = sorted(n for n in names - want if n != '.repozo.lock')
+        extra = sorted(n for n in names - want
+                       if n not in ('.repozo.lock', '.repozo-sums'))
         missing = sorted(want - names)
         if extra or missing:
             raise Failure('repository differs from the model: unexpected %s, '

@@ -1,0 +1,290 @@
+//! `.repozo-sums`: fast checksums (xxh3-128) of the backup files we wrote,
+//! kept beside the `.dat` md5 sums so that checking the source or a backup
+//! costs a memory-speed hash instead of an md5.
+//!
+//! The file is ours alone: ZODB's repozo only looks at names ending in
+//! `.fs`, `.fsz`, `.deltafs`, `.deltafsz`, `.dat` and `.index`, and never
+//! reads it. One line per data file:
+//!
+//! ```text
+//! <name> <start> <end> <md5> <xxh3 of the bytes> <stored size> <xxh3 as stored>
+//! ```
+//!
+//! "The bytes" are the uncompressed bytes `[start, end)` of the source;
+//! "as stored" are the file's bytes on disk (the gzip stream for `-z`).
+//! A line applies to a `.dat` line only when name, range and md5 are the
+//! same, so a file replaced since (by another tool, or the same name
+//! reused) is never judged by an old line.
+//!
+//! It is a cache: a match means the bytes are the ones whose md5 the `.dat`
+//! records; anything else (no file, no line, a damaged line, a different
+//! hash) sends the caller back to the md5 or byte comparison ZODB's repozo
+//! makes, so a wrong line can cost time but never change a decision. It is
+//! therefore written after the `.dat` line that commits a backup, without
+//! `fsync`, and a failure to write it is a note, not an error.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::dat::DatLine;
+use crate::durable::TempFile;
+use crate::error::{IoContext, Result};
+use crate::Log;
+
+/// The file's name in a repository.
+pub const SUMS_NAME: &str = ".repozo-sums";
+
+const HEADER: &str =
+    "# repozo-sums 1: xxh3-128 checksums of backup files, a cache kept by repozo (Rust); safe to delete";
+
+/// What we know of one data file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Base name of the data file.
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+    /// md5 hex, as in the `.dat`.
+    pub md5: String,
+    /// xxh3-128 of the uncompressed bytes.
+    pub content: u128,
+    /// Size of the file on disk.
+    pub stored_len: u64,
+    /// xxh3-128 of the file on disk.
+    pub stored: u128,
+}
+
+impl Entry {
+    fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {:032x} {} {:032x}\n",
+            self.name, self.start, self.end, self.md5, self.content, self.stored_len, self.stored
+        )
+    }
+
+    fn parse(line: &str) -> Option<Entry> {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 7 {
+            return None;
+        }
+        let hex128 = |s: &str| {
+            if s.len() == 32 {
+                u128::from_str_radix(s, 16).ok()
+            } else {
+                None
+            }
+        };
+        let num = |s: &str| {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+                s.parse::<u64>().ok()
+            } else {
+                None
+            }
+        };
+        let e = Entry {
+            name: f[0].to_string(),
+            start: num(f[1])?,
+            end: num(f[2])?,
+            md5: f[3].to_string(),
+            content: hex128(f[4])?,
+            stored_len: num(f[5])?,
+            stored: hex128(f[6])?,
+        };
+        let md5_ok = e.md5.len() == 32 && e.md5.bytes().all(|b| b.is_ascii_hexdigit());
+        let name_ok = !e.name.is_empty() && !e.name.contains('/');
+        (md5_ok && name_ok && e.start <= e.end).then_some(e)
+    }
+
+    /// Whether this entry describes the file `line` names, as `line` says.
+    pub fn describes(&self, line: &DatLine) -> bool {
+        self.name == line.name
+            && self.start == line.start
+            && self.end == line.end
+            && self.md5.eq_ignore_ascii_case(&line.md5)
+    }
+}
+
+/// The entries of a repository's `.repozo-sums`, by file name.
+#[derive(Clone, Debug, Default)]
+pub struct Sums {
+    entries: HashMap<String, Entry>,
+}
+
+impl Sums {
+    /// Read a repository's sums. A missing, unreadable or damaged file
+    /// gives what could be read (often nothing); damaged lines are skipped.
+    pub fn load(repo: &Path) -> Sums {
+        let mut entries = HashMap::new();
+        if let Ok(text) = std::fs::read(repo.join(SUMS_NAME)) {
+            for line in String::from_utf8_lossy(&text).lines() {
+                if let Some(e) = Entry::parse(line) {
+                    entries.insert(e.name.clone(), e);
+                }
+            }
+        }
+        Sums { entries }
+    }
+
+    /// The entry that applies to `line`, if any.
+    pub fn for_line(&self, line: &DatLine) -> Option<&Entry> {
+        self.entries.get(&line.name).filter(|e| e.describes(line))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Add `entry` to the repository's sums, dropping entries whose data file
+/// is gone. Never fails: the sums are a cache, and a backup that is already
+/// committed must not be reported as failed because of them.
+pub fn record(repo: &Path, entry: Entry, log: &Log) {
+    if let Err(e) = try_record(repo, entry) {
+        log.warn(format_args!(
+            "could not update {} (only a cache; later checks fall back to md5): {e}",
+            repo.join(SUMS_NAME).display()
+        ));
+    }
+}
+
+fn try_record(repo: &Path, entry: Entry) -> Result<()> {
+    let mut sums = Sums::load(repo);
+    sums.entries.retain(|name, _| {
+        // keep entries whose file exists (or cannot be checked)
+        !matches!(std::fs::symlink_metadata(repo.join(name)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound)
+    });
+    sums.entries.insert(entry.name.clone(), entry);
+    let mut list: Vec<&Entry> = sums.entries.values().collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut text = String::with_capacity(64 + list.len() * 160);
+    text.push_str(HEADER);
+    text.push('\n');
+    for e in list {
+        text.push_str(&e.line());
+    }
+    let mut tmp = TempFile::new_in(repo)?;
+    let p = tmp.path().to_path_buf();
+    tmp.file().write_all(text.as_bytes()).ctx("write", &p)?;
+    tmp.publish_unsynced(&repo.join(SUMS_NAME))
+}
+
+/// A streaming xxh3-128.
+pub type Hasher = xxhash_rust::xxh3::Xxh3;
+
+/// xxh3-128 of `len` bytes of `file` from `start`, and how many bytes were
+/// there (fewer than `len` when the file ends first). Not counted as
+/// progress: callers count what they read.
+pub fn hash_range(file: &File, start: u64, len: u64) -> io::Result<(u128, u64)> {
+    let mut buf = vec![0u8; crate::pipeline::CHUNK.min(len.max(1) as usize)];
+    let mut h = Hasher::new();
+    let mut pos = start;
+    let end = start + len;
+    while pos < end {
+        let want = ((end - pos) as usize).min(buf.len());
+        let n = crate::pipeline::read_full_at(file, &mut buf[..want], pos)?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    Ok((h.digest128(), pos - start))
+}
+
+/// xxh3-128 and size of a whole file.
+pub fn hash_file(path: &Path) -> Result<(u128, u64)> {
+    let f = File::open(path).ctx("open", path)?;
+    let len = f.metadata().ctx("stat", path)?.len();
+    let (h, n) = hash_range(&f, 0, len).ctx("read", path)?;
+    // a file that grew while we read it is judged on what we read
+    Ok((h, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            start: 4,
+            end: 100,
+            md5: "0123456789abcdef0123456789abcdef".into(),
+            content: 0xdead_beef,
+            stored_len: 96,
+            stored: u128::MAX,
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_and_damage_is_skipped() {
+        let e = entry("2026-01-01-00-00-00.deltafs");
+        let l = e.line();
+        assert_eq!(Entry::parse(l.trim_end()), Some(e.clone()));
+        // every truncation of a line is rejected, never misread
+        for cut in 0..l.len() - 1 {
+            let p = Entry::parse(&l[..cut]);
+            assert!(p.is_none() || p == Some(e.clone()), "{:?}", &l[..cut]);
+        }
+        assert!(Entry::parse(&l.replace(" 96 ", " x ")).is_none());
+        assert!(Entry::parse(&l.replace(&e.md5, "nothex")).is_none());
+    }
+
+    #[test]
+    fn an_entry_applies_only_to_the_same_line() {
+        let e = entry("a.deltafs");
+        let line = DatLine::parse(&format!("/r/a.deltafs 4 100 {}", e.md5)).unwrap();
+        assert!(e.describes(&line));
+        for other in [
+            format!("/r/a.deltafs 4 101 {}", e.md5),
+            format!("/r/a.deltafs 5 100 {}", e.md5),
+            "/r/a.deltafs 4 100 ffffffffffffffffffffffffffffffff".to_string(),
+            format!("/r/b.deltafs 4 100 {}", e.md5),
+        ] {
+            assert!(!e.describes(&DatLine::parse(&other).unwrap()), "{other}");
+        }
+    }
+
+    #[test]
+    fn record_keeps_entries_of_existing_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::quiet();
+        std::fs::write(dir.path().join("a.fs"), b"x").unwrap();
+        record(dir.path(), entry("a.fs"), &log);
+        record(dir.path(), entry("gone.deltafs"), &log);
+        let s = Sums::load(dir.path());
+        assert_eq!(s.len(), 2);
+        // gone.deltafs does not exist: dropped at the next write
+        std::fs::write(dir.path().join("b.deltafs"), b"y").unwrap();
+        record(dir.path(), entry("b.deltafs"), &log);
+        let s = Sums::load(dir.path());
+        assert_eq!(s.len(), 2);
+        assert!(s.entries.contains_key("a.fs") && s.entries.contains_key("b.deltafs"));
+        // a damaged file loads what it can
+        std::fs::write(dir.path().join(SUMS_NAME), b"garbage\n\xff\xfe").unwrap();
+        assert!(Sums::load(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn hash_range_matches_one_shot() {
+        let data: Vec<u8> = (0..3_000_017u32).map(|i| (i * 13 % 251) as u8).collect();
+        let f = tempfile::tempfile().unwrap();
+        f.write_all_at(&data, 0).unwrap();
+        use std::os::unix::fs::FileExt;
+        let (h, n) = hash_range(&f, 5, data.len() as u64 - 5).unwrap();
+        assert_eq!(n, data.len() as u64 - 5);
+        assert_eq!(h, xxhash_rust::xxh3::xxh3_128(&data[5..]));
+        // past the end: fewer bytes
+        let (_, n) = hash_range(&f, 0, data.len() as u64 + 10).unwrap();
+        assert_eq!(n, data.len() as u64);
+    }
+}
