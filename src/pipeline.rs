@@ -11,8 +11,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use md5::{Digest, Md5};
 
 use crate::error::{Error, Result};
@@ -21,11 +19,13 @@ use crate::error::{Error, Result};
 /// copy in cache (not tuned by measurement yet).
 pub const CHUNK: usize = 1 << 20;
 
-/// gzip level for `-z`. ZODB's repozo uses Python's default of 9. With the
-/// zlib-rs backend on FileStorage data, level 2 compressed 3 times faster
-/// per core than Python's level 9 for files 1.3% larger (level 1 was 4
-/// times faster but 12% larger); `scripts/bench.py` compares them.
-pub const GZIP_LEVEL: u32 = 2;
+/// gzip level for `-z`. ZODB's repozo uses Python's zlib at its default of
+/// 9, in one thread. We compress 1 MiB members with libdeflate at level 1:
+/// on FileStorage data (`scripts/bench.py`, half the payloads random) it
+/// wrote files 1.1% larger than Python's level 9 at 1.8 times the speed of
+/// zlib-rs level 2 (which wrote 1.4% larger files); zlib-rs level 1 wrote
+/// 12% larger files.
+pub const GZIP_LEVEL: i32 = 1;
 
 /// Lower-case hex of an md5 digest.
 pub fn hex(digest: &[u8]) -> String {
@@ -52,17 +52,24 @@ impl Sink {
     }
 }
 
+/// A compressor for [`gzip_member`], one per thread.
+pub fn compressor() -> libdeflater::Compressor {
+    libdeflater::Compressor::new(
+        libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a valid libdeflate level"),
+    )
+}
+
 /// Compress `data` into one complete gzip member. A `-z` file is a
 /// sequence of such members, one per [`CHUNK`], so that they can be
 /// compressed on several cores; gzip readers (`gunzip`, Python's gzip
 /// module) read multi-member files as one stream.
-pub fn gzip_member(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(data.len() / 2 + 64),
-        Compression::new(GZIP_LEVEL),
-    );
-    enc.write_all(data)?;
-    enc.finish()
+pub fn gzip_member(c: &mut libdeflater::Compressor, data: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
+    let n = c
+        .gzip_compress(data, &mut out)
+        .map_err(|e| io::Error::other(format!("gzip compression failed: {e:?}")))?;
+    out.truncate(n);
+    Ok(out)
 }
 
 /// Which side of a copy failed, so the error names the right file.
@@ -195,12 +202,13 @@ pub fn copy_range_parallel(
                 let job_rx = Arc::clone(&job_rx);
                 let piece_tx = piece_tx.clone();
                 compressors.push(scope.spawn(move || -> std::result::Result<(), CopyError> {
+                    let mut c = compressor();
                     loop {
                         let job = job_rx.lock().expect("no panics while holding it").recv();
                         let Ok((seq, buf, n)) = job else {
                             return Ok(());
                         };
-                        let member = gzip_member(&buf[..n]).map_err(CopyError::Write)?;
+                        let member = gzip_member(&mut c, &buf[..n]).map_err(CopyError::Write)?;
                         let len = member.len();
                         let piece = Piece {
                             seq,
@@ -676,7 +684,7 @@ mod tests {
         let p = dir.path().join("f.fsz");
         let mut all = Vec::new();
         for part in [&b"hello "[..], &b"world"[..]] {
-            all.extend(gzip_member(part).unwrap());
+            all.extend(gzip_member(&mut compressor(), part).unwrap());
         }
         std::fs::write(&p, &all).unwrap();
         let mut m = Md5::new();
