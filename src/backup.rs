@@ -466,7 +466,7 @@ fn new_stamp(listing: &repo::Listing, log: &Log) -> Result<Stamp> {
     }
 }
 
-/// What [`write_data`] wrote: the `.dat` md5 and the fast sums.
+/// What [`prepare_data`] wrote: the `.dat` md5 and the fast sums.
 struct Written {
     md5: String,
     content: u128,
@@ -488,17 +488,14 @@ impl Written {
     }
 }
 
-/// Copy `[start, end)` of the source into a new data file.
-fn write_data(
+/// Copy `[start, end)` of the source into a new temporary data file,
+/// synced, not yet published.
+fn prepare_data(
     opts: &BackupOptions,
     src: &File,
     start: u64,
     end: u64,
-    dest: &Path,
-) -> Result<Written> {
-    if std::fs::symlink_metadata(dest).is_ok() {
-        return Err(Error::WouldOverwrite(dest.to_path_buf()));
-    }
+) -> Result<(TempFile, Written)> {
     let mut tmp = TempFile::new_in(&opts.repository)?;
     let tmp_path = tmp.path().to_path_buf();
     crate::progress::phase("backup", end - start);
@@ -507,13 +504,14 @@ fn write_data(
         let file: &File = tmp.file();
         let (sum, fast) =
             pipeline::copy_and_hash(src, &opts.file, start, end - start, file, &tmp_path, true)?;
-        tmp.publish(dest, false)?;
-        return Ok(Written {
+        tmp.sync()?;
+        let written = Written {
             md5: sum.expect("asked for"),
             content: fast,
             stored: fast,
             stored_len: end - start,
-        });
+        };
+        return Ok((tmp, written));
     }
     let sink = Sink::new(tmp.take(), true);
     let mut md5 = Md5::new();
@@ -525,17 +523,19 @@ fn write_data(
                 CopyError::Write(e) => Error::io("write", &tmp_path, e),
             })?;
     tmp.put_back(copied.file);
-    tmp.publish(dest, false)?;
-    Ok(Written {
+    tmp.sync()?;
+    let written = Written {
         md5: pipeline::hex(&md5.finalize()),
         content: content.digest128(),
         stored: copied.stored,
         stored_len: copied.stored_len,
-    })
+    };
+    Ok((tmp, written))
 }
 
-/// Write the `.index` for a backup ending at `end`.
-fn write_index(opts: &BackupOptions, index: &Index, end: u64, dest: &Path) -> Result<()> {
+/// Write the `.index` for a backup ending at `end` into a temporary file,
+/// synced, not yet published.
+fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<TempFile> {
     let mut tmp = TempFile::new_in(&opts.repository)?;
     let tmp_path = tmp.path().to_path_buf();
     {
@@ -543,7 +543,41 @@ fn write_index(opts: &BackupOptions, index: &Index, end: u64, dest: &Path) -> Re
         index.write_to(end, &mut w).ctx("write", &tmp_path)?;
         w.flush().ctx("write", &tmp_path)?;
     }
-    tmp.publish(dest, true)
+    tmp.sync()?;
+    Ok(tmp)
+}
+
+/// Write the data file `[start, end)` and its `.index` (the index on
+/// another thread while the data is copied, each synced on its own), then
+/// publish them in that order and sync the directory once. Returns what
+/// was written; on error nothing of either stays published.
+fn write_files(
+    opts: &BackupOptions,
+    src: &File,
+    start: u64,
+    scan: &Scan,
+    dest: &Path,
+    index_path: &Path,
+    log: &Log,
+) -> Result<Written> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::WouldOverwrite(dest.to_path_buf()));
+    }
+    log.note(format_args!(
+        "writing index: {} objects (beside the data)",
+        scan.index.len()
+    ));
+    let (data, index) = std::thread::scope(|scope| {
+        let index = scope.spawn(|| prepare_index(opts, &scan.index, scan.end));
+        let data = prepare_data(opts, src, start, scan.end);
+        (data, index.join().expect("index thread does not panic"))
+    });
+    let (data_tmp, written) = data?;
+    let index_tmp = index?;
+    data_tmp.rename_into(dest, false)?;
+    index_tmp.rename_into(index_path, true)?;
+    durable::sync_dir(&opts.repository)?;
+    Ok(written)
 }
 
 fn write_full(
@@ -569,9 +603,7 @@ fn write_full(
     let index_path = repo.join(name.index_name());
     let dat_path = repo.join(name.dat_name());
     let result = (|| -> Result<Written> {
-        let written = write_data(opts, src, 0, scan.end, &dest)?;
-        log.note(format_args!("writing index: {} objects", scan.index.len()));
-        write_index(opts, &scan.index, scan.end, &index_path)?;
+        let written = write_files(opts, src, 0, &scan, &dest, &index_path, log)?;
         check_source_unchanged(src, &opts.file)?;
         let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &written.md5);
         durable::write_file(repo, &dat_path, &line)?;
@@ -628,9 +660,7 @@ fn write_incremental(
     let original = std::fs::read(&dat_path).ctx("read", &dat_path)?;
     let touched = std::cell::Cell::new(false);
     let result = (|| -> Result<Written> {
-        let written = write_data(opts, src, start, scan.end, &dest)?;
-        log.note(format_args!("writing index: {} objects", scan.index.len()));
-        write_index(opts, &scan.index, scan.end, &index_path)?;
+        let written = write_files(opts, src, start, &scan, &dest, &index_path, log)?;
         check_source_unchanged(src, &opts.file)?;
         let line = dat::format_line(repo, &name.file_name(), start, scan.end, &written.md5);
         match dat_file {

@@ -123,6 +123,26 @@ impl TempFile {
 }
 
 impl TempFile {
+    /// `fsync` the file (before [`TempFile::rename_into`]).
+    pub fn sync(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        self.file().sync_all().ctx("fsync", &path)
+    }
+
+    /// Rename to `target` (refusing to replace an existing file unless
+    /// `replace`) without any `fsync`: the caller has synced the file with
+    /// [`TempFile::sync`] and syncs the directory after.
+    pub fn rename_into(mut self, target: &Path, replace: bool) -> Result<()> {
+        drop(self.file.take());
+        if replace {
+            fs::rename(&self.path, target).ctx("rename into place", target)?;
+        } else {
+            rename_noreplace(&self.path, target)?;
+        }
+        self.path = PathBuf::new();
+        Ok(())
+    }
+
     /// Rename over `target` without any `fsync`: for caches, whose loss
     /// or damage in a crash costs time, never data.
     pub fn publish_unsynced(mut self, target: &Path) -> Result<()> {
