@@ -458,9 +458,10 @@ pub fn start_writeback(file: &File) {
 
 /// Copy `[start, start + len)` of `src` into `out` with the kernel on one
 /// core while hashing the same range on the other: its md5 hex when
-/// `want_md5`, and its xxh3-128 (computed by the copying thread once the
-/// kernel is done, while the md5 still runs). The range must not change
-/// while we read it (committed FileStorage data and backup files never do).
+/// `want_md5`, and always its xxh3-128 (after the kernel copy on the
+/// copying thread while the md5 still runs; on a thread of its own beside
+/// the copy without md5). The range must not change while we read it
+/// (committed FileStorage data and backup files never do).
 pub fn copy_and_hash(
     src: &File,
     src_path: &Path,
@@ -470,27 +471,30 @@ pub fn copy_and_hash(
     out_path: &Path,
     want_md5: bool,
 ) -> Result<(Option<String>, u128)> {
-    let (sum, fast) = std::thread::scope(|scope| {
-        let hasher = want_md5.then(|| scope.spawn(|| md5_range(src, src_path, start, len)));
-        let fast =
-            kernel_copy(src, src_path, start, len, out, out_path, !want_md5).and_then(|()| {
-                match crate::sums::hash_range(src, start, len) {
-                    Ok((h, n)) if n == len => Ok(h),
-                    Ok(_) => Err(Error::io(
-                        "read",
-                        src_path,
-                        io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
-                    )),
-                    Err(e) => Err(Error::io("read", src_path, e)),
-                }
-            });
-        let sum = hasher
-            .map(|h| h.join().expect("hashing thread does not panic"))
-            .transpose();
-        (sum, fast)
-    });
-    let fast = fast?;
-    Ok((sum?, fast))
+    let fast_range = || match crate::sums::hash_range(src, start, len) {
+        Ok((h, n)) if n == len => Ok(h),
+        Ok(_) => Err(Error::io(
+            "read",
+            src_path,
+            io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
+        )),
+        Err(e) => Err(Error::io("read", src_path, e)),
+    };
+    std::thread::scope(|scope| {
+        if want_md5 {
+            let md5 = scope.spawn(|| md5_range(src, src_path, start, len));
+            let fast = kernel_copy(src, src_path, start, len, out, out_path, false)
+                .and_then(|()| fast_range());
+            let md5 = md5.join().expect("hashing thread does not panic");
+            Ok((Some(md5?), fast?))
+        } else {
+            let fast = scope.spawn(fast_range);
+            let copied = kernel_copy(src, src_path, start, len, out, out_path, true);
+            let fast = fast.join().expect("hashing thread does not panic");
+            copied?;
+            Ok((None, fast?))
+        }
+    })
 }
 
 /// Whether the uncompressed bytes of a data file equal `src` from `at`;
