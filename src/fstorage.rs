@@ -20,6 +20,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
+use crate::buf::AlignedBuf;
 use crate::error::{Error, Result};
 use crate::index::{Index, MAX_POS};
 use crate::pipeline::read_full_at;
@@ -58,7 +59,7 @@ struct Window<'a> {
     /// Reads never go past this offset: bytes appended while we scan are
     /// not ours to judge.
     limit: u64,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     start: u64,
     len: usize,
 }
@@ -68,7 +69,7 @@ impl<'a> Window<'a> {
         Window {
             file,
             limit,
-            buf: vec![0; WINDOW],
+            buf: AlignedBuf::new(WINDOW),
             start: 0,
             len: 0,
         }

@@ -165,7 +165,7 @@ impl Index {
     /// Read a `.index` file: see [`Index::read_from`].
     pub fn load(path: &std::path::Path) -> Result<(u64, Index), String> {
         let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        Index::read_from(io::BufReader::with_capacity(1 << 20, f))
+        Index::read_from(crate::buf::AlignedReader::with_capacity(1 << 20, f))
     }
 
     /// Read a `.index` stream. Returns the position and the index, or an

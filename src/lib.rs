@@ -31,6 +31,7 @@
 //! [`recover`] and [`verify`] are the three operations.
 
 pub mod backup;
+pub mod buf;
 pub mod cli;
 pub mod dat;
 pub mod durable;

@@ -184,7 +184,7 @@ pub type Hasher = xxhash_rust::xxh3::Xxh3;
 /// there (fewer than `len` when the file ends first). Not counted as
 /// progress: callers count what they read.
 pub fn hash_range(file: &File, start: u64, len: u64) -> io::Result<(u128, u64)> {
-    let mut buf = vec![0u8; crate::pipeline::CHUNK.min(len.max(1) as usize)];
+    let mut buf = crate::buf::AlignedBuf::new(crate::pipeline::CHUNK.min(len.max(1) as usize));
     let mut h = Hasher::new();
     let mut pos = start;
     let end = start + len;
