@@ -116,8 +116,8 @@ mod tests {
             assert_eq!(b.as_ptr() as usize % ALIGN, 0);
             assert!(b.iter().all(|&x| x == 0));
             // moving it keeps the alignment
-            let moved = vec![b];
-            assert_eq!(moved[0].as_ptr() as usize % ALIGN, 0);
+            let moved = Box::new(b);
+            assert_eq!(moved.as_ptr() as usize % ALIGN, 0);
         }
     }
 
