@@ -11,7 +11,7 @@
 //! reads protocol 2 and memoizing writers.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 /// Largest position a 6-byte index entry can hold.
 pub const MAX_POS: u64 = (1 << 48) - 1;
@@ -130,22 +130,28 @@ impl Index {
         put_int(&mut out, pos);
         out.push(STOP);
         w.write_all(&out)?;
-        let mut bucket_bytes = Vec::new();
         for (&prefix, bucket) in &self.buckets {
             if bucket.is_empty() {
                 continue;
             }
-            bucket_bytes.clear();
-            for &e in bucket {
-                bucket_bytes.extend_from_slice(&suffix_of(e).to_be_bytes());
-            }
-            for &e in bucket {
-                bucket_bytes.extend_from_slice(&pos_of(e).to_be_bytes()[2..]);
-            }
             out.clear();
             out.extend_from_slice(&[PROTO, 3]);
             put_bytes(&mut out, &prefix.to_be_bytes()[2..]);
-            put_bytes(&mut out, &bucket_bytes);
+            // put_bytes of the fsBucket string, written in place: all the
+            // 2-byte suffixes, then all the 6-byte positions
+            let n = bucket.len();
+            put_bytes_header(&mut out, 8 * n);
+            let at = out.len();
+            out.resize(at + 8 * n, 0);
+            let (keys, vals) = out[at..].split_at_mut(2 * n);
+            for ((&e, k), v) in bucket
+                .iter()
+                .zip(keys.chunks_exact_mut(2))
+                .zip(vals.chunks_exact_mut(6))
+            {
+                k.copy_from_slice(&suffix_of(e).to_be_bytes());
+                v.copy_from_slice(&pos_of(e).to_be_bytes()[2..]);
+            }
             out.push(TUPLE2);
             out.push(STOP);
             w.write_all(&out)?;
@@ -171,7 +177,11 @@ impl Index {
     /// Read a `.index` stream. Returns the position and the index, or an
     /// error message when the stream is not an fsIndex save (the old
     /// dict-based format included: callers fall back to a scan).
-    pub fn read_from<R: Read>(r: R) -> Result<(u64, Index), String> {
+    ///
+    /// Entries laid out as ZODB writes them (protocol 3, no memo) are
+    /// decoded straight from the reader's buffer into a reused one; any
+    /// other layout goes through the general unpickler.
+    pub fn read_from<R: BufRead>(r: R) -> Result<(u64, Index), String> {
         let mut p = Unpickler::new(r);
         let pos = match p.load()? {
             Value::Int(n) if n >= 0 && n <= u64::MAX as i128 => n as u64,
@@ -182,7 +192,12 @@ impl Index {
         };
         let mut index = Index::new();
         let mut last_prefix: Option<u64> = None;
+        let mut scratch = Vec::new();
         loop {
+            if let Some(prefix) = p.fast_entry(&mut scratch)? {
+                index.add_bucket(&mut last_prefix, &prefix, &scratch)?;
+                continue;
+            }
             match p.load()? {
                 Value::None => break,
                 Value::Tuple(items) if items.len() == 2 => {
@@ -194,38 +209,50 @@ impl Index {
                         (Some(k), Some(v)) => (k, v),
                         _ => return Err("entry is not (bytes, bytes)".into()),
                     };
-                    if k.len() != 6 || v.len() % 8 != 0 {
-                        return Err("malformed bucket".into());
-                    }
-                    let mut kb = [0u8; 8];
-                    kb[2..].copy_from_slice(&k);
-                    let prefix = u64::from_be_bytes(kb);
-                    if last_prefix.is_some_and(|l| l >= prefix) {
-                        return Err("prefixes out of order".into());
-                    }
-                    last_prefix = Some(prefix);
-                    let n = v.len() / 8;
-                    let (keys, vals) = v.split_at(2 * n);
-                    let mut bucket = Vec::with_capacity(n);
-                    for i in 0..n {
-                        let suffix = u16::from_be_bytes([keys[2 * i], keys[2 * i + 1]]);
-                        let mut pb = [0u8; 8];
-                        pb[2..].copy_from_slice(&vals[6 * i..6 * i + 6]);
-                        let e = pack(suffix, u64::from_be_bytes(pb));
-                        if bucket.last().is_some_and(|&l| suffix_of(l) >= suffix) {
-                            return Err("bucket keys out of order".into());
-                        }
-                        bucket.push(e);
-                    }
-                    index.len += n;
-                    if !bucket.is_empty() {
-                        index.buckets.insert(prefix, bucket);
-                    }
+                    index.add_bucket(&mut last_prefix, &k, &v)?;
                 }
                 other => return Err(format!("unexpected entry {other:?}")),
             }
         }
         Ok((pos, index))
+    }
+
+    /// Add the entries of one `(prefix, fsBucket string)` pair, which must
+    /// come after `last_prefix` and hold ascending suffixes.
+    fn add_bucket(
+        &mut self,
+        last_prefix: &mut Option<u64>,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(), String> {
+        if k.len() != 6 || v.len() % 8 != 0 {
+            return Err("malformed bucket".into());
+        }
+        let mut kb = [0u8; 8];
+        kb[2..].copy_from_slice(k);
+        let prefix = u64::from_be_bytes(kb);
+        if last_prefix.is_some_and(|l| l >= prefix) {
+            return Err("prefixes out of order".into());
+        }
+        *last_prefix = Some(prefix);
+        let n = v.len() / 8;
+        let (keys, vals) = v.split_at(2 * n);
+        let mut bucket = Vec::with_capacity(n);
+        let mut prev: Option<u16> = None;
+        for (k, p) in keys.chunks_exact(2).zip(vals.chunks_exact(6)) {
+            let suffix = u16::from_be_bytes([k[0], k[1]]);
+            if prev.is_some_and(|l| l >= suffix) {
+                return Err("bucket keys out of order".into());
+            }
+            prev = Some(suffix);
+            let pos = u64::from_be_bytes([0, 0, p[0], p[1], p[2], p[3], p[4], p[5]]);
+            bucket.push(pack(suffix, pos));
+        }
+        self.len += n;
+        if !bucket.is_empty() {
+            self.buckets.insert(prefix, bucket);
+        }
+        Ok(())
     }
 }
 
@@ -281,14 +308,19 @@ fn put_int(out: &mut Vec<u8>, n: u64) {
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    if b.len() < 256 {
+    put_bytes_header(out, b.len());
+    out.extend_from_slice(b);
+}
+
+/// The opcode and length that precede `len` bytes in `put_bytes`.
+fn put_bytes_header(out: &mut Vec<u8>, len: usize) {
+    if len < 256 {
         out.push(SHORT_BINBYTES);
-        out.push(b.len() as u8);
+        out.push(len as u8);
     } else {
         out.push(BINBYTES);
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(len as u32).to_le_bytes());
     }
-    out.extend_from_slice(b);
 }
 
 /// The values an fsIndex stream can hold.
@@ -326,6 +358,49 @@ struct Unpickler<R> {
 /// Refuse single items larger than this (a corrupt length must not make us
 /// allocate gigabytes); a bucket holds at most 65536 × 8 bytes.
 const MAX_ITEM: usize = 16 << 20;
+
+impl<R: BufRead> Unpickler<R> {
+    /// One entry pickle exactly as ZODB's `fsIndex.save` writes it,
+    /// `PROTO 3, SHORT_BINBYTES 6 <prefix>, (SHORT_)BINBYTES <bucket>,
+    /// TUPLE2, STOP`, read without building values: returns the prefix and
+    /// leaves the bucket string in `scratch`. `None`, with nothing
+    /// consumed, when the next pickle does not start that way (or its
+    /// start is not in the buffer yet): the caller then uses [`Self::load`].
+    fn fast_entry(&mut self, scratch: &mut Vec<u8>) -> Result<Option<[u8; 6]>, String> {
+        let head = self
+            .r
+            .fill_buf()
+            .map_err(|e| format!("truncated pickle: {e}"))?;
+        if head.len() < 15 || head[..4] != [PROTO, 3, SHORT_BINBYTES, 6] {
+            return Ok(None);
+        }
+        let (n, header) = match head[10] {
+            SHORT_BINBYTES => (head[11] as usize, 12),
+            BINBYTES => (
+                u32::from_le_bytes([head[11], head[12], head[13], head[14]]) as usize,
+                15,
+            ),
+            _ => return Ok(None),
+        };
+        if n > MAX_ITEM {
+            return Err(format!("item of {n} bytes is implausible"));
+        }
+        let prefix: [u8; 6] = head[4..10].try_into().expect("6 bytes");
+        self.r.consume(header);
+        scratch.resize(n, 0);
+        self.r
+            .read_exact(scratch)
+            .map_err(|e| format!("truncated pickle: {e}"))?;
+        let mut tail = [0u8; 2];
+        self.r
+            .read_exact(&mut tail)
+            .map_err(|e| format!("truncated pickle: {e}"))?;
+        if tail != [TUPLE2, STOP] {
+            return Err("malformed index entry".into());
+        }
+        Ok(Some(prefix))
+    }
+}
 
 impl<R: Read> Unpickler<R> {
     fn new(r: R) -> Self {
@@ -631,6 +706,42 @@ mod tests {
         let (pos, back) = Index::read_from(&buf[..]).unwrap();
         assert_eq!(pos, 123_456_789_012);
         assert_eq!(back, ix);
+    }
+
+    /// The direct decoding of ZODB's layout and the general unpickler
+    /// agree, whatever the reader's buffer size (an entry whose start is
+    /// cut by the buffer's end goes the general way).
+    #[test]
+    fn fast_and_general_paths_agree() {
+        let mut ix = Index::new();
+        for oid in (0..300_000u64).step_by(3) {
+            ix.insert(oid, oid * 10 + 4);
+        }
+        // small buckets too (SHORT_BINBYTES)
+        for oid in 0..5u64 {
+            ix.insert((40 + oid) << 16, 77 + oid);
+        }
+        let mut buf = Vec::new();
+        ix.write_to(1 << 33, &mut buf).unwrap();
+        for cap in [1, 7, 15, 16, 100, 4096, 1 << 20] {
+            let r = std::io::BufReader::with_capacity(cap, &buf[..]);
+            let (pos, back) = Index::read_from(r).unwrap();
+            assert_eq!((pos, &back), (1 << 33, &ix), "capacity {cap}");
+            let r = crate::buf::AlignedReader::with_capacity(cap, &buf[..]);
+            assert_eq!(Index::read_from(r).unwrap().1, ix, "capacity {cap}");
+        }
+        // a bucket out of order is refused on the fast path as well
+        let mut bad = buf.clone();
+        let first_entry = 2 + 2 + 5 + 1; // PROTO 3, LONG1 5, 5 bytes, STOP
+        assert_eq!(
+            &bad[first_entry..first_entry + 4],
+            &[PROTO, 3, SHORT_BINBYTES, 6]
+        );
+        assert_eq!(bad[first_entry + 10], BINBYTES);
+        // swap the first two suffixes of the first bucket
+        let keys = first_entry + 10 + 5;
+        bad.swap(keys + 1, keys + 3);
+        assert!(Index::read_from(&bad[..]).is_err());
     }
 
     #[test]
