@@ -562,6 +562,7 @@ pub fn same_as_source(
 pub fn inflate_to_file(
     path: &Path,
     mut md5: Option<&mut Md5>,
+    mut fast: Option<&mut crate::sums::Hasher>,
     out: &File,
     out_path: &Path,
 ) -> Result<u64> {
@@ -604,6 +605,9 @@ pub fn inflate_to_file(
             }
             if let Some(m) = md5.as_deref_mut() {
                 m.update(&buf[..n]);
+            }
+            if let Some(h) = fast.as_deref_mut() {
+                h.update(&buf[..n]);
             }
             crate::progress::read(n as u64);
             total += n as u64;

@@ -491,23 +491,17 @@ fn concat(
                 len
             }
             Dest::File(out, out_path) => {
-                let (n, stored) = std::thread::scope(|scope| {
-                    // the file as stored is hashed on the other core
-                    let stored = entry.map(|_| scope.spawn(|| crate::sums::hash_file(&f.path)));
-                    let n = pipeline::inflate_to_file(
-                        &f.path,
-                        want_md5.then_some(&mut md5),
-                        out,
-                        out_path,
-                    );
-                    let stored = stored
-                        .map(|h| h.join().expect("hashing thread does not panic"))
-                        .transpose();
-                    (n, stored)
-                });
-                let n = n?;
-                if let (Some(e), Some((h, len))) = (entry, stored?) {
-                    fast_ok = e.stored == h && e.stored_len == len;
+                // the inflated bytes, as written, are hashed
+                let mut fast = entry.map(|_| crate::sums::Hasher::new());
+                let n = pipeline::inflate_to_file(
+                    &f.path,
+                    want_md5.then_some(&mut md5),
+                    fast.as_mut(),
+                    out,
+                    out_path,
+                )?;
+                if let (Some(e), Some(h)) = (entry, fast) {
+                    fast_ok = e.content == h.digest128();
                 }
                 n
             }

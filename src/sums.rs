@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use crate::dat::DatLine;
@@ -198,6 +198,30 @@ pub fn hash_range(file: &File, start: u64, len: u64) -> io::Result<(u128, u64)> 
         }
     }
     Ok((h.digest128(), pos - start))
+}
+
+/// xxh3-128 and number of the uncompressed bytes of a data file (its
+/// bytes as stored when it is not gzip).
+pub fn hash_data(path: &Path, gzip: bool) -> Result<(u128, u64)> {
+    if !gzip {
+        return hash_file(path);
+    }
+    let mut r = crate::pipeline::open_data(path, true)?;
+    let mut buf = crate::buf::AlignedBuf::new(crate::pipeline::CHUNK);
+    let mut h = Hasher::new();
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(crate::pipeline::read_error(path, true, e)),
+        };
+        h.update(&buf[..n]);
+        crate::progress::read(n as u64);
+        total += n as u64;
+    }
+    Ok((h.digest128(), total))
 }
 
 /// xxh3-128 and size of a whole file.
