@@ -539,7 +539,8 @@ fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<TempFi
     let mut tmp = TempFile::new_in(&opts.repository)?;
     let tmp_path = tmp.path().to_path_buf();
     {
-        let mut w = BufWriter::with_capacity(pipeline::CHUNK, tmp.file());
+        let out = pipeline::WritebackWriter::new(tmp.file());
+        let mut w = BufWriter::with_capacity(pipeline::CHUNK, out);
         index.write_to(end, &mut w).ctx("write", &tmp_path)?;
         w.flush().ctx("write", &tmp_path)?;
     }

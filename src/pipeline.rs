@@ -466,6 +466,42 @@ pub fn kernel_copy(
     Ok(())
 }
 
+/// A writer into `file` that asks the kernel to start writing what it has
+/// written to disk every [`WRITEBACK_STEP_SMALL`] bytes, so that the disk
+/// works while the rest is produced and the final `fsync` waits less (an
+/// 8 MB `.index` on a shared disk).
+pub struct WritebackWriter<'a> {
+    file: &'a File,
+    unflushed: u64,
+}
+
+/// Bytes written between two writeback requests of a [`WritebackWriter`].
+pub const WRITEBACK_STEP_SMALL: u64 = 2 << 20;
+
+impl<'a> WritebackWriter<'a> {
+    pub fn new(file: &'a File) -> Self {
+        WritebackWriter { file, unflushed: 0 }
+    }
+}
+
+impl Write for WritebackWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.unflushed += n as u64;
+        if self.unflushed >= WRITEBACK_STEP_SMALL {
+            start_writeback(self.file);
+            self.unflushed = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        start_writeback(self.file);
+        self.unflushed = 0;
+        Ok(())
+    }
+}
+
 /// Bytes copied between two requests to start writing them to disk.
 const WRITEBACK_STEP: u64 = 64 << 20;
 
