@@ -358,6 +358,32 @@ pub fn stream_data(
     mut md5: Option<&mut Md5>,
     mut out: Option<(&mut dyn Write, &Path)>,
 ) -> Result<u64> {
+    for_each_chunk(path, gzip, |chunk| {
+        if let Some(m) = md5.as_deref_mut() {
+            m.update(chunk);
+        }
+        if let Some((o, opath)) = out.as_mut() {
+            o.write_all(chunk).map_err(|e| {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    Error::BrokenPipe
+                } else {
+                    Error::io("write", opath, e)
+                }
+            })?;
+            crate::progress::written(chunk.len() as u64);
+        }
+        Ok(())
+    })
+}
+
+/// Read a data file's uncompressed bytes in [`CHUNK`]s, counted as read,
+/// handing each to `f`; returns the number of bytes. Read errors name
+/// `path`.
+pub fn for_each_chunk(
+    path: &Path,
+    gzip: bool,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let mut r = open_data(path, gzip)?;
     let mut buf = AlignedBuf::new(CHUNK);
     let mut total = 0u64;
@@ -368,20 +394,8 @@ pub fn stream_data(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(path, gzip, e)),
         };
-        if let Some(m) = md5.as_deref_mut() {
-            m.update(&buf[..n]);
-        }
         crate::progress::read(n as u64);
-        if let Some((o, opath)) = out.as_mut() {
-            o.write_all(&buf[..n]).map_err(|e| {
-                if e.kind() == io::ErrorKind::BrokenPipe {
-                    Error::BrokenPipe
-                } else {
-                    Error::io("write", opath, e)
-                }
-            })?;
-            crate::progress::written(n as u64);
-        }
+        f(&buf[..n])?;
         total += n as u64;
     }
     Ok(total)

@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::dat::DatLine;
@@ -206,21 +206,11 @@ pub fn hash_data(path: &Path, gzip: bool) -> Result<(u128, u64)> {
     if !gzip {
         return hash_file(path);
     }
-    let mut r = crate::pipeline::open_data(path, true)?;
-    let mut buf = crate::buf::AlignedBuf::new(crate::pipeline::CHUNK);
     let mut h = Hasher::new();
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(crate::pipeline::read_error(path, true, e)),
-        };
-        h.update(&buf[..n]);
-        crate::progress::read(n as u64);
-        total += n as u64;
-    }
+    let total = crate::pipeline::for_each_chunk(path, true, |chunk| {
+        h.update(chunk);
+        Ok(())
+    })?;
     Ok((h.digest128(), total))
 }
 
