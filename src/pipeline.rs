@@ -329,6 +329,115 @@ pub fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> 
     Ok(got)
 }
 
+/// Threads reading for [`read_in_order`].
+const READERS: usize = 2;
+
+/// Read `[start, start + len)` of `file` in [`CHUNK`]s and hand the chunks
+/// to `f` in file order on this thread. With `parallel`, [`READERS`]
+/// threads read, so that a sequential hash (xxh3 runs faster than the
+/// kernel copies out of the page cache) is fed by both cores; short ranges,
+/// and callers that keep the other core busy themselves, read on this
+/// thread alone. Returns how many bytes were handed over: fewer than `len`
+/// only when the file ends first.
+pub fn read_in_order(
+    file: &File,
+    start: u64,
+    len: u64,
+    parallel: bool,
+    mut f: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc::channel;
+    use std::sync::Mutex;
+
+    let chunk = CHUNK as u64;
+    let chunks = len.div_ceil(chunk);
+    if !parallel || chunks <= 4 {
+        let mut buf = AlignedBuf::new(CHUNK.min(len.max(1) as usize));
+        let mut pos = start;
+        let end = start + len;
+        while pos < end {
+            let want = ((end - pos) as usize).min(buf.len());
+            let n = read_full_at(file, &mut buf[..want], pos)?;
+            f(&buf[..n]);
+            pos += n as u64;
+            if n < want {
+                break;
+            }
+        }
+        return Ok(pos - start);
+    }
+    let (empty_tx, empty_rx) = channel::<AlignedBuf>();
+    for _ in 0..2 * READERS + 2 {
+        empty_tx
+            .send(AlignedBuf::new(CHUNK))
+            .expect("receiver alive");
+    }
+    let empty_rx = Mutex::new(empty_rx);
+    let (full_tx, full_rx) = channel::<(u64, AlignedBuf, io::Result<usize>)>();
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..READERS {
+            let full_tx = full_tx.clone();
+            let (empty_rx, next, stop) = (&empty_rx, &next, &stop);
+            scope.spawn(move || {
+                // a buffer first, then a chunk: the chunk the consumer
+                // waits for always has a buffer
+                while let Ok(mut buf) = empty_rx
+                    .lock()
+                    .map_err(|_| ())
+                    .and_then(|r| r.recv().map_err(|_| ()))
+                {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= chunks || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let pos = start + i * chunk;
+                    let want = (start + len - pos).min(chunk) as usize;
+                    let got = read_full_at(file, &mut buf[..want], pos);
+                    if full_tx.send((i, buf, got)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(full_tx);
+        let mut waiting: BTreeMap<u64, (AlignedBuf, io::Result<usize>)> = BTreeMap::new();
+        let mut expect = 0u64;
+        let mut total = 0u64;
+        let result = 'consume: loop {
+            if expect == chunks {
+                break Ok(total);
+            }
+            let Ok((i, buf, got)) = full_rx.recv() else {
+                break Err(io::Error::other("reader threads stopped early"));
+            };
+            waiting.insert(i, (buf, got));
+            while let Some((buf, got)) = waiting.remove(&expect) {
+                let want = (len - expect * chunk).min(chunk) as usize;
+                let n = match got {
+                    Ok(n) => n,
+                    Err(e) => break 'consume Err(e),
+                };
+                f(&buf[..n]);
+                total += n as u64;
+                expect += 1;
+                if n < want {
+                    break 'consume Ok(total); // the file ends here
+                }
+                // the readers may have stopped: nothing to return it to
+                let _ = empty_tx.send(buf);
+            }
+        };
+        // let the readers go: no more chunks, no more buffers
+        stop.store(true, Ordering::Relaxed);
+        drop(empty_tx);
+        result
+    })
+}
+
 /// md5 hex of `len` bytes of `src` from `start`.
 pub fn md5_range(src: &File, path: &Path, start: u64, len: u64) -> Result<String> {
     let mut md5 = Md5::new();
@@ -546,7 +655,7 @@ pub fn copy_and_hash(
     out_path: &Path,
     want_md5: bool,
 ) -> Result<(Option<String>, u128)> {
-    let fast_range = || match crate::sums::hash_range(src, start, len) {
+    let fast_range = || match crate::sums::hash_range_serial(src, start, len) {
         Ok((h, n)) if n == len => Ok(h),
         Ok(_) => Err(Error::io(
             "read",
