@@ -37,6 +37,7 @@ pub mod dat;
 pub mod durable;
 pub mod error;
 pub mod fstorage;
+pub mod gunzip;
 pub mod index;
 pub mod list;
 pub mod lock;

@@ -10,10 +10,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use flate2::bufread::MultiGzDecoder;
 use md5::{Digest, Md5};
 
-use crate::buf::{AlignedBuf, AlignedReader};
+use crate::buf::AlignedBuf;
 use crate::error::{Error, Result};
 
 /// Size of each read and of the pieces handed between threads. Reads go
@@ -451,9 +450,8 @@ pub fn md5_range(src: &File, path: &Path, start: u64, len: u64) -> Result<String
 pub fn open_data(path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     if gzip {
-        Ok(Box::new(MultiGzDecoder::new(AlignedReader::with_capacity(
-            CHUNK, f,
-        ))))
+        let r = crate::gunzip::GzReader::new(f).map_err(|e| Error::io("open", path, e))?;
+        Ok(Box::new(r))
     } else {
         Ok(Box::new(f))
     }
@@ -847,7 +845,7 @@ mod tests {
             assert_eq!(c.stored, xxhash_rust::xxh3::xxh3_128(&stored));
             let mut out = Vec::new();
             if gzip {
-                MultiGzDecoder::new(&stored[..])
+                flate2::read::MultiGzDecoder::new(&stored[..])
                     .read_to_end(&mut out)
                     .unwrap();
             } else {

@@ -1,0 +1,312 @@
+//! Reading gzip data files: libdeflate, one whole member at a time, for
+//! files made of members of at most [`CHUNK`] uncompressed bytes (the ones
+//! we write); flate2's streaming multi-member decoder for anything else
+//! (ZODB's repozo writes one member for the whole file).
+//!
+//! libdeflate inflates a member in one call, about twice as fast as zlib-rs
+//! streams it here, and checks the member's CRC-32 and length as gzip
+//! does. It needs the whole member in memory and room for its whole output,
+//! so a member is decoded this way only when it ends within the bytes read
+//! ahead and its output fits in [`CHUNK`]. At the first member that does
+//! not (too large, damaged, trailing bytes, an empty file), the rest of the
+//! file, from that member's first byte, goes to flate2, which decides
+//! exactly as it would have from the start: the members before it were
+//! complete and valid either way.
+
+use std::fs::File;
+use std::io::{self, Cursor, Read};
+use std::ptr::NonNull;
+
+use flate2::bufread::MultiGzDecoder;
+
+use crate::buf::{AlignedBuf, AlignedReader};
+use crate::pipeline::CHUNK;
+
+/// Compressed bytes read ahead: always more than one of our members (at
+/// most about `CHUNK` plus a little for incompressible data).
+const WINDOW: usize = 4 * CHUNK;
+
+/// Read more once fewer compressed bytes than this are left in the window.
+const REFILL_BELOW: usize = 2 * CHUNK + 4096;
+
+/// An owned libdeflate decompressor.
+struct Decompressor(NonNull<libdeflate_sys::libdeflate_decompressor>);
+
+impl Decompressor {
+    fn new() -> io::Result<Decompressor> {
+        // SAFETY: no preconditions; a null result means out of memory.
+        let p = unsafe { libdeflate_sys::libdeflate_alloc_decompressor() };
+        NonNull::new(p)
+            .map(Decompressor)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for gzip"))
+    }
+
+    /// Decode the first gzip member of `input` into `out`: `Some((input
+    /// bytes consumed, output bytes))`, or `None` when libdeflate cannot
+    /// (bad or incomplete data, output larger than `out`).
+    fn member(&mut self, input: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
+        let (mut used, mut made) = (0usize, 0usize);
+        // SAFETY: the decompressor is ours and live; the pointers and
+        // lengths describe valid slices; libdeflate writes at most
+        // `out.len()` bytes into `out` and the two counts into our locals.
+        let rc = unsafe {
+            libdeflate_sys::libdeflate_gzip_decompress_ex(
+                self.0.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+                &mut used,
+                &mut made,
+            )
+        };
+        (rc == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS
+            && used <= input.len()
+            && made <= out.len())
+        .then_some((used, made))
+    }
+}
+
+impl Drop for Decompressor {
+    fn drop(&mut self) {
+        // SAFETY: allocated by libdeflate_alloc_decompressor, freed once.
+        unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0.as_ptr()) }
+    }
+}
+
+type Fallback = MultiGzDecoder<io::Chain<Cursor<Vec<u8>>, AlignedReader<File>>>;
+
+/// The uncompressed bytes of a gzip file, as one stream.
+pub struct GzReader {
+    /// `None` once flate2 has taken over.
+    fast: Option<Fast>,
+    fallback: Option<Fallback>,
+}
+
+struct Fast {
+    file: File,
+    dec: Decompressor,
+    /// Compressed bytes `[start, end)` of `input` not yet decoded.
+    input: AlignedBuf,
+    start: usize,
+    end: usize,
+    /// The file has no more bytes beyond `end`.
+    eof: bool,
+    /// Decoded bytes `[pos, len)` of `out` not yet handed out.
+    out: AlignedBuf,
+    pos: usize,
+    len: usize,
+    /// Whether a member was decoded (an empty file goes to flate2).
+    decoded_any: bool,
+}
+
+impl GzReader {
+    /// A reader of the gzip file `file`, from its start.
+    pub fn new(file: File) -> io::Result<GzReader> {
+        Ok(GzReader {
+            fast: Some(Fast {
+                file,
+                dec: Decompressor::new()?,
+                input: AlignedBuf::new(WINDOW),
+                start: 0,
+                end: 0,
+                eof: false,
+                out: AlignedBuf::new(CHUNK),
+                pos: 0,
+                len: 0,
+                decoded_any: false,
+            }),
+            fallback: None,
+        })
+    }
+}
+
+impl Fast {
+    /// Keep at least [`REFILL_BELOW`] compressed bytes ahead (or all that
+    /// is left of the file).
+    fn refill(&mut self) -> io::Result<()> {
+        if self.eof || self.end - self.start >= REFILL_BELOW {
+            return Ok(());
+        }
+        self.input.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < self.input.len() {
+            match self.file.read(&mut self.input[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode the next member into `out`. `Ok(false)` at the end of the
+    /// file, or when flate2 must take over (see the module docs).
+    fn next_member(&mut self) -> io::Result<bool> {
+        self.refill()?;
+        if self.start == self.end && self.eof && self.decoded_any {
+            return Ok(false);
+        }
+        match self
+            .dec
+            .member(&self.input[self.start..self.end], &mut self.out)
+        {
+            Some((used, made)) => {
+                self.start += used;
+                self.pos = 0;
+                self.len = made;
+                self.decoded_any = true;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Hand the rest of the file, from the first byte not decoded, to
+    /// flate2.
+    fn into_fallback(self) -> Fallback {
+        let rest = self.input[self.start..self.end].to_vec();
+        let file = AlignedReader::with_capacity(CHUNK, self.file);
+        MultiGzDecoder::new(Cursor::new(rest).chain(file))
+    }
+}
+
+impl Read for GzReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(f) = self.fallback.as_mut() {
+            return f.read(buf);
+        }
+        let fast = self.fast.as_mut().expect("one of the two readers is set");
+        if fast.pos == fast.len {
+            if !fast.next_member()? {
+                let at_end = fast.start == fast.end && fast.eof && fast.decoded_any;
+                if at_end {
+                    return Ok(0);
+                }
+                let fast = self.fast.take().expect("checked above");
+                return self.fallback.insert(fast.into_fallback()).read(buf);
+            }
+            if fast.len == 0 {
+                // an empty member: read on (a read of 0 would mean the end)
+                return self.read(buf);
+            }
+        }
+        let n = (fast.len - fast.pos).min(buf.len());
+        buf[..n].copy_from_slice(&fast.out[fast.pos..fast.pos + n]);
+        fast.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn read_all(bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let mut f = tempfile::tempfile()?;
+        f.write_all(bytes)?;
+        use std::io::Seek;
+        f.rewind()?;
+        let mut out = Vec::new();
+        GzReader::new(f)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn flate2_all(bytes: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        // half compressible, half not
+        let mut x = 12345u64;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                if (i / 4096) % 2 == 0 {
+                    (i % 7) as u8
+                } else {
+                    (x >> 56) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn our_members_python_single_member_and_mixtures() {
+        let plain = data(5 * CHUNK + 777);
+        let mut c = crate::pipeline::compressor();
+        let ours: Vec<u8> = plain
+            .chunks(CHUNK)
+            .flat_map(|ch| crate::pipeline::gzip_member(&mut c, ch).unwrap())
+            .collect();
+        assert_eq!(read_all(&ours).unwrap(), plain);
+        // one member for the whole file (ZODB's repozo): flate2 takes over
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&plain).unwrap();
+        let one = e.finish().unwrap();
+        assert_eq!(read_all(&one).unwrap(), plain);
+        // small members, then a large one
+        let mut mixed = ours.clone();
+        mixed.extend_from_slice(&one);
+        let mut want = plain.clone();
+        want.extend_from_slice(&plain);
+        assert_eq!(read_all(&mixed).unwrap(), want);
+        // an empty member in the middle, and an empty input
+        let mut with_empty = crate::pipeline::gzip_member(&mut c, b"ab").unwrap();
+        with_empty.extend(crate::pipeline::gzip_member(&mut c, b"").unwrap());
+        with_empty.extend(crate::pipeline::gzip_member(&mut c, b"cd").unwrap());
+        assert_eq!(read_all(&with_empty).unwrap(), b"abcd");
+        assert_eq!(
+            read_all(b"").map_err(|e| e.kind()),
+            flate2_all(b"").map_err(|e| e.kind())
+        );
+    }
+
+    #[test]
+    fn damage_is_reported_as_flate2_reports_it() {
+        let plain = data(3 * CHUNK + 5);
+        let mut c = crate::pipeline::compressor();
+        let ours: Vec<u8> = plain
+            .chunks(CHUNK)
+            .flat_map(|ch| crate::pipeline::gzip_member(&mut c, ch).unwrap())
+            .collect();
+        let mut seed = 7u64;
+        for _ in 0..40 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut bad = ours.clone();
+            let i = (seed >> 33) as usize % bad.len();
+            bad[i] ^= 1 << (seed % 8);
+            let got = read_all(&bad);
+            let want = flate2_all(&bad);
+            match (&got, &want) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "byte {i}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!(
+                    "byte {i}: ours {:?}, flate2 {:?}",
+                    got.is_ok(),
+                    want.is_ok()
+                ),
+            }
+        }
+        // cut short, and trailing garbage
+        for cut in [1, 10, ours.len() / 2, ours.len() - 1] {
+            assert!(
+                read_all(&ours[..cut]).is_err() == flate2_all(&ours[..cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut trailing = ours.clone();
+        trailing.extend_from_slice(b"garbage");
+        assert_eq!(read_all(&trailing).is_err(), flate2_all(&trailing).is_err());
+    }
+}
