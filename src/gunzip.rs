@@ -178,28 +178,26 @@ impl Fast {
 
 impl Read for GzReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(f) = self.fallback.as_mut() {
-            return f.read(buf);
-        }
-        let fast = self.fast.as_mut().expect("one of the two readers is set");
-        if fast.pos == fast.len {
+        loop {
+            if let Some(f) = self.fallback.as_mut() {
+                return f.read(buf);
+            }
+            let fast = self.fast.as_mut().expect("one of the two readers is set");
+            if fast.pos < fast.len {
+                let n = (fast.len - fast.pos).min(buf.len());
+                buf[..n].copy_from_slice(&fast.out[fast.pos..fast.pos + n]);
+                fast.pos += n;
+                return Ok(n);
+            }
+            // empty members decode to nothing: go on to the next one
             if !fast.next_member()? {
-                let at_end = fast.start == fast.end && fast.eof && fast.decoded_any;
-                if at_end {
+                if fast.start == fast.end && fast.eof && fast.decoded_any {
                     return Ok(0);
                 }
                 let fast = self.fast.take().expect("checked above");
-                return self.fallback.insert(fast.into_fallback()).read(buf);
-            }
-            if fast.len == 0 {
-                // an empty member: read on (a read of 0 would mean the end)
-                return self.read(buf);
+                self.fallback = Some(fast.into_fallback());
             }
         }
-        let n = (fast.len - fast.pos).min(buf.len());
-        buf[..n].copy_from_slice(&fast.out[fast.pos..fast.pos + n]);
-        fast.pos += n;
-        Ok(n)
     }
 }
 
@@ -264,6 +262,13 @@ mod tests {
         with_empty.extend(crate::pipeline::gzip_member(&mut c, b"").unwrap());
         with_empty.extend(crate::pipeline::gzip_member(&mut c, b"cd").unwrap());
         assert_eq!(read_all(&with_empty).unwrap(), b"abcd");
+        // many empty members: no recursion, no stack to run out of
+        let empty = crate::pipeline::gzip_member(&mut c, b"").unwrap();
+        let many: Vec<u8> = std::iter::repeat_n(&empty[..], 200_000)
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(read_all(&many).unwrap(), b"");
         assert_eq!(
             read_all(b"").map_err(|e| e.kind()),
             flate2_all(b"").map_err(|e| e.kind())
