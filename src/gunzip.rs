@@ -237,14 +237,20 @@ mod tests {
             .collect()
     }
 
+    /// `plain` as we write `-z` files: one member per [`CHUNK`].
+    fn our_gzip(plain: &[u8]) -> Vec<u8> {
+        let mut c = crate::pipeline::compressor();
+        plain
+            .chunks(CHUNK)
+            .flat_map(|ch| crate::pipeline::gzip_member(&mut c, ch).unwrap())
+            .collect()
+    }
+
     #[test]
     fn our_members_python_single_member_and_mixtures() {
         let plain = data(5 * CHUNK + 777);
+        let ours = our_gzip(&plain);
         let mut c = crate::pipeline::compressor();
-        let ours: Vec<u8> = plain
-            .chunks(CHUNK)
-            .flat_map(|ch| crate::pipeline::gzip_member(&mut c, ch).unwrap())
-            .collect();
         assert_eq!(read_all(&ours).unwrap(), plain);
         // one member for the whole file (ZODB's repozo): flate2 takes over
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
@@ -278,11 +284,7 @@ mod tests {
     #[test]
     fn damage_is_reported_as_flate2_reports_it() {
         let plain = data(3 * CHUNK + 5);
-        let mut c = crate::pipeline::compressor();
-        let ours: Vec<u8> = plain
-            .chunks(CHUNK)
-            .flat_map(|ch| crate::pipeline::gzip_member(&mut c, ch).unwrap())
-            .collect();
+        let ours = our_gzip(&plain);
         let mut seed = 7u64;
         for _ in 0..40 {
             seed = seed

@@ -81,40 +81,40 @@ pub enum CopyError {
     Write(io::Error),
 }
 
-/// Read `len` bytes of `src` from `start`, feeding them to `md5` and to
-/// `out` (when given). The source must hold the whole range.
-pub fn copy_range(
+/// Copy `len` bytes of `src` from `start` to `out` through our memory
+/// (where the kernel cannot copy between the two files). The source must
+/// hold the whole range. Reads are counted as progress when `count_read`.
+fn copy_range(
     src: &File,
     start: u64,
     len: u64,
-    md5: &mut Md5,
-    mut out: Option<&mut dyn Write>,
+    out: &mut dyn Write,
+    count_read: bool,
 ) -> std::result::Result<(), CopyError> {
     let mut buf = AlignedBuf::new(CHUNK.min(len.max(1) as usize));
     let mut pos = start;
     let end = start + len;
     while pos < end {
         let want = ((end - pos) as usize).min(buf.len());
-        let n = match src.read_at(&mut buf[..want], pos) {
-            Ok(0) => {
-                return Err(CopyError::Read(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file ended at {pos}, before {end}"),
-                )))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        md5.update(&buf[..n]);
-        crate::progress::read(n as u64);
-        if let Some(o) = out.as_deref_mut() {
-            o.write_all(&buf[..n]).map_err(CopyError::Write)?;
-            crate::progress::written(n as u64);
+        let n = read_full_at(src, &mut buf[..want], pos).map_err(CopyError::Read)?;
+        if n == 0 {
+            return Err(CopyError::Read(ended_before(pos, end)));
         }
+        if count_read {
+            crate::progress::read(n as u64);
+        }
+        out.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        crate::progress::written(n as u64);
         pos += n as u64;
     }
     Ok(())
+}
+
+fn ended_before(pos: u64, end: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("file ended at {pos}, before {end}"),
+    )
 }
 
 /// Buffers in flight between the reading/hashing thread and the writer.
@@ -437,12 +437,23 @@ pub fn read_in_order(
     })
 }
 
-/// md5 hex of `len` bytes of `src` from `start`.
+/// md5 hex of `len` bytes of `src` from `start`, which the source must
+/// hold. Read on this thread alone: md5 is slower than reading, and its
+/// callers often keep the other core busy.
 pub fn md5_range(src: &File, path: &Path, start: u64, len: u64) -> Result<String> {
     let mut md5 = Md5::new();
-    copy_range(src, start, len, &mut md5, None).map_err(|e| match e {
-        CopyError::Read(e) | CopyError::Write(e) => Error::io("read", path, e),
-    })?;
+    let n = read_in_order(src, start, len, false, |b| {
+        md5.update(b);
+        crate::progress::read(b.len() as u64);
+    })
+    .map_err(|e| Error::io("read", path, e))?;
+    if n < len {
+        return Err(Error::io(
+            "read",
+            path,
+            ended_before(start + n, start + len),
+        ));
+    }
     Ok(hex(&md5.finalize()))
 }
 
@@ -567,8 +578,7 @@ pub fn kernel_copy(
             | Some(libc::EOPNOTSUPP) => {
                 // copy the rest the ordinary way
                 let mut w: &File = out;
-                let mut m = Md5::new();
-                return copy_range(src, off as u64, left, &mut m, Some(&mut w)).map_err(
+                return copy_range(src, off as u64, left, &mut w, count_read).map_err(
                     |e| match e {
                         CopyError::Read(e) => Error::io("read", src_path, e),
                         CopyError::Write(e) => Error::io("write", out_path, e),
@@ -597,7 +607,7 @@ pub struct WritebackWriter<'a> {
 }
 
 /// Bytes written between two writeback requests of a [`WritebackWriter`].
-pub const WRITEBACK_STEP_SMALL: u64 = 2 << 20;
+const WRITEBACK_STEP_SMALL: u64 = 2 << 20;
 
 impl<'a> WritebackWriter<'a> {
     pub fn new(file: &'a File) -> Self {
@@ -817,6 +827,27 @@ mod tests {
         let n = stream_data(&p, false, Some(&mut m), None).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(hex(&m.finalize()), hex(&Md5::digest(&data)));
+    }
+
+    /// The copy through memory that `kernel_copy` falls back to.
+    #[test]
+    fn copy_through_memory_copies_the_range_and_refuses_a_short_source() {
+        let data: Vec<u8> = (0..2 * CHUNK + 99).map(|i| (i * 11 % 241) as u8).collect();
+        let src = tempfile::tempfile().unwrap();
+        (&src).write_all(&data).unwrap();
+        let mut out = Vec::new();
+        copy_range(&src, 3, data.len() as u64 - 3, &mut out, false).unwrap();
+        assert_eq!(out, &data[3..]);
+        let mut out = Vec::new();
+        let r = copy_range(&src, 0, data.len() as u64 + 1, &mut out, false);
+        assert!(matches!(r, Err(CopyError::Read(_))));
+        // md5_range refuses a range the file does not hold
+        let p = Path::new("src");
+        assert!(md5_range(&src, p, 0, data.len() as u64 + 1).is_err());
+        assert_eq!(
+            md5_range(&src, p, 3, data.len() as u64 - 3).unwrap(),
+            hex(&Md5::digest(&data[3..]))
+        );
     }
 
     #[test]

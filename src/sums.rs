@@ -11,7 +11,10 @@
 //! ```
 //!
 //! "The bytes" are the uncompressed bytes `[start, end)` of the source;
-//! "as stored" are the file's bytes on disk (the gzip stream for `-z`).
+//! "as stored" are the file's bytes on disk (the gzip stream for `-z`),
+//! recorded but never used to decide: every check hashes the bytes
+//! (inflated for gzip), since a stream written wrong would pass on its
+//! compressed bytes.
 //! A line applies to a `.dat` line only when name, range and md5 are the
 //! same, so a file replaced since (by another tool, or the same name
 //! reused) is never judged by an old line.
@@ -198,27 +201,25 @@ pub fn hash_range_serial(file: &File, start: u64, len: u64) -> io::Result<(u128,
     Ok((h.digest128(), n))
 }
 
-/// xxh3-128 and number of the uncompressed bytes of a data file (its
-/// bytes as stored when it is not gzip).
+/// xxh3-128 and number of the uncompressed bytes of a data file
+/// (inflated for gzip), counted as read. A file that grows while we read it
+/// is judged on what we read.
 pub fn hash_data(path: &Path, gzip: bool) -> Result<(u128, u64)> {
-    if !gzip {
-        return hash_file(path);
-    }
     let mut h = Hasher::new();
-    let total = crate::pipeline::for_each_chunk(path, true, |chunk| {
-        h.update(chunk);
-        Ok(())
-    })?;
-    Ok((h.digest128(), total))
-}
-
-/// xxh3-128 and size of a whole file.
-pub fn hash_file(path: &Path) -> Result<(u128, u64)> {
-    let f = File::open(path).ctx("open", path)?;
-    let len = f.metadata().ctx("stat", path)?.len();
-    let (h, n) = hash_range(&f, 0, len).ctx("read", path)?;
-    // a file that grew while we read it is judged on what we read
-    Ok((h, n))
+    let n = if gzip {
+        crate::pipeline::for_each_chunk(path, true, |chunk| {
+            h.update(chunk);
+            Ok(())
+        })?
+    } else {
+        let f = File::open(path).ctx("open", path)?;
+        let len = f.metadata().ctx("stat", path)?.len();
+        let n =
+            crate::pipeline::read_in_order(&f, 0, len, true, |b| h.update(b)).ctx("read", path)?;
+        crate::progress::read(n);
+        n
+    };
+    Ok((h.digest128(), n))
 }
 
 #[cfg(test)]

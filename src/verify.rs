@@ -116,9 +116,6 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
             if let Some(e) = sums.for_line(line) {
                 match crate::sums::hash_data(&path, gzip) {
                     Ok((h, n)) if h == e.content && n == line.len() => {
-                        if !gzip {
-                            crate::progress::read(n);
-                        }
                         log.note(format_args!(
                             "{}: its bytes have the fast checksum recorded with its md5",
                             path.display()
