@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use md5::{Digest, Md5};
 
 use crate::dat::{self, DatFile, DatLine};
-use crate::durable::{self, TempFile};
+use crate::durable::{self, Flusher, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::fstorage::{self, Scan};
 use crate::index::Index;
@@ -502,8 +502,10 @@ fn prepare_data(
     if !opts.gzip {
         // the kernel copies on one core while we hash on the other
         let file: &File = tmp.file();
-        let (sum, fast) =
-            pipeline::copy_and_hash(src, &opts.file, start, end - start, file, &tmp_path, true)?;
+        let flusher = Flusher::new(file, &tmp_path)?;
+        let out = pipeline::Out::new(file, &tmp_path, &flusher);
+        let (sum, fast) = pipeline::copy_and_hash(src, &opts.file, start, end - start, out, true)?;
+        flusher.finish()?;
         tmp.sync()?;
         let written = Written {
             md5: sum.expect("asked for"),
@@ -513,7 +515,9 @@ fn prepare_data(
         };
         return Ok((tmp, written));
     }
-    let sink = Sink::new(tmp.take(), true);
+    let file = tmp.take();
+    let flusher = Flusher::new(&file, &tmp_path)?;
+    let sink = Sink::new(file, true, Some(&flusher));
     let mut md5 = Md5::new();
     let mut content = sums::Hasher::new();
     let copied =
@@ -523,6 +527,7 @@ fn prepare_data(
                 CopyError::Write(e) => Error::io("write", &tmp_path, e),
             })?;
     tmp.put_back(copied.file);
+    flusher.finish()?;
     tmp.sync()?;
     let written = Written {
         md5: pipeline::hex(&md5.finalize()),

@@ -13,6 +13,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 
 use crate::buf::AlignedBuf;
+use crate::durable::Flusher;
 use crate::error::{Error, Result};
 
 /// Size of each read and of the pieces handed between threads. Reads go
@@ -42,15 +43,45 @@ pub fn hex(digest: &[u8]) -> String {
 
 /// Where a backup's bytes go: a file, written plain or as gzip.
 #[derive(Debug)]
-pub struct Sink {
+pub struct Sink<'a> {
     file: File,
     gzip: bool,
+    flush: Option<&'a Flusher>,
 }
 
-impl Sink {
-    /// A sink writing to `file`, compressed when `gzip`.
-    pub fn new(file: File, gzip: bool) -> Sink {
-        Sink { file, gzip }
+impl<'a> Sink<'a> {
+    /// A sink writing to `file`, compressed when `gzip`, made durable as it
+    /// is written by `flush`.
+    pub fn new(file: File, gzip: bool, flush: Option<&'a Flusher>) -> Sink<'a> {
+        Sink { file, gzip, flush }
+    }
+}
+
+/// Where copied bytes go: the file, its name for errors, and the
+/// [`Flusher`] that makes them durable as they come (none in unit tests).
+#[derive(Clone, Copy, Debug)]
+pub struct Out<'a> {
+    pub file: &'a File,
+    pub path: &'a Path,
+    pub flush: Option<&'a Flusher>,
+}
+
+impl<'a> Out<'a> {
+    /// `file`, written with `flush` beside it.
+    pub fn new(file: &'a File, path: &'a Path, flush: &'a Flusher) -> Out<'a> {
+        Out {
+            file,
+            path,
+            flush: Some(flush),
+        }
+    }
+
+    /// `n` more bytes have been written: progress, and the flusher.
+    fn wrote(&self, n: u64) {
+        crate::progress::written(n);
+        if let Some(f) = self.flush {
+            f.wrote(n);
+        }
     }
 }
 
@@ -177,13 +208,13 @@ pub fn copy_range_parallel(
     len: u64,
     md5: &mut Md5,
     content: &mut crate::sums::Hasher,
-    sink: Sink,
+    sink: Sink<'_>,
 ) -> std::result::Result<Copied, CopyError> {
     use std::collections::BTreeMap;
     use std::sync::mpsc::{channel, sync_channel};
     use std::sync::{Arc, Mutex};
 
-    let Sink { file, gzip } = sink;
+    let Sink { file, gzip, flush } = sink;
     let (piece_tx, piece_rx) = sync_channel::<Piece>(IN_FLIGHT);
     let (empty_tx, empty_rx) = channel::<AlignedBuf>();
     let bufsize = CHUNK.min(len.max(1) as usize);
@@ -208,6 +239,9 @@ pub fn copy_range_parallel(
                     stored.update(bytes);
                     stored_len += p.len as u64;
                     crate::progress::written(p.len as u64);
+                    if let Some(f) = flush {
+                        f.wrote(p.len as u64);
+                    }
                     // the reader may have stopped already: nothing to return to
                     let _ = empty_tx.send(p.data.into_buffer());
                     next += 1;
@@ -437,6 +471,59 @@ pub fn read_in_order(
     })
 }
 
+/// Buffers in flight between [`read_ahead`]'s reader and its consumer.
+const AHEAD: usize = 4;
+
+/// Read `[start, start + len)` of `file` in [`CHUNK`]s on a thread of its
+/// own, which hands each chunk in file order to `near` before passing it
+/// to `far` on this thread: the reading and a fast hash (xxh3) take the
+/// other core while this one runs a slow one (md5). Returns how many bytes
+/// were handed over: fewer than `len` only when the file ends first.
+pub fn read_ahead(
+    file: &File,
+    start: u64,
+    len: u64,
+    mut near: impl FnMut(&[u8]) + Send,
+    mut far: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    use std::sync::mpsc::{channel, sync_channel};
+    let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize)>(AHEAD);
+    let (empty_tx, empty_rx) = channel::<AlignedBuf>();
+    for _ in 0..AHEAD {
+        empty_tx
+            .send(AlignedBuf::new(CHUNK.min(len.max(1) as usize)))
+            .expect("receiver alive");
+    }
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> io::Result<()> {
+            let mut pos = start;
+            let end = start + len;
+            while pos < end {
+                let Ok(mut buf) = empty_rx.recv() else {
+                    return Ok(()); // the consumer stopped
+                };
+                let want = ((end - pos) as usize).min(buf.len());
+                let n = read_full_at(file, &mut buf[..want], pos)?;
+                near(&buf[..n]);
+                pos += n as u64;
+                if full_tx.send((buf, n)).is_err() || n < want {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        let mut total = 0u64;
+        while let Ok((buf, n)) = full_rx.recv() {
+            far(&buf[..n]);
+            total += n as u64;
+            // the reader may be done: nothing to return it to
+            let _ = empty_tx.send(buf);
+        }
+        reader.join().expect("reader thread does not panic")?;
+        Ok(total)
+    })
+}
+
 /// md5 hex of `len` bytes of `src` from `start`, which the source must
 /// hold. Read on this thread alone: md5 is slower than reading, and its
 /// callers often keep the other core busy.
@@ -521,33 +608,32 @@ pub fn for_each_chunk(
 
 /// Copy `len` bytes of `src` from `start` to the current position of `out`
 /// inside the kernel (`copy_file_range`), falling back to read/write where
-/// the file systems do not support it.
+/// the file systems do not support it. The flusher hears of every step.
 pub fn kernel_copy(
     src: &File,
     src_path: &Path,
     start: u64,
     len: u64,
-    out: &File,
-    out_path: &Path,
+    out: Out<'_>,
     count_read: bool,
 ) -> Result<()> {
     use std::os::unix::io::AsRawFd;
+    let Out {
+        file: out_file,
+        path: out_path,
+        ..
+    } = out;
     let mut off: libc::loff_t = start as libc::loff_t;
     let mut left = len;
-    let mut unflushed = 0u64;
     while left > 0 {
-        if unflushed >= WRITEBACK_STEP {
-            start_writeback(out);
-            unflushed = 0;
-        }
-        let want = left.min(WRITEBACK_STEP) as usize;
+        let want = left.min(COPY_STEP) as usize;
         // SAFETY: valid descriptors; `off` is ours; a null output offset
         // means "the output file's position", which the kernel advances.
         let n = unsafe {
             libc::copy_file_range(
                 src.as_raw_fd(),
                 &mut off,
-                out.as_raw_fd(),
+                out_file.as_raw_fd(),
                 std::ptr::null_mut(),
                 want,
                 0,
@@ -555,8 +641,7 @@ pub fn kernel_copy(
         };
         if n > 0 {
             left -= n as u64;
-            unflushed += n as u64;
-            crate::progress::written(n as u64);
+            out.wrote(n as u64);
             if count_read {
                 crate::progress::read(n as u64);
             }
@@ -577,7 +662,7 @@ pub fn kernel_copy(
             | Some(libc::EINVAL)
             | Some(libc::EOPNOTSUPP) => {
                 // copy the rest the ordinary way
-                let mut w: &File = out;
+                let mut w = OutWriter(out);
                 return copy_range(src, off as u64, left, &mut w, count_read).map_err(
                     |e| match e {
                         CopyError::Read(e) => Error::io("read", src_path, e),
@@ -593,8 +678,30 @@ pub fn kernel_copy(
             _ => return Err(Error::io("copy into", out_path, e)),
         }
     }
-    start_writeback(out);
+    if let Some(f) = out.flush {
+        f.request();
+    }
     Ok(())
+}
+
+/// Bytes asked of one `copy_file_range`.
+const COPY_STEP: u64 = 32 << 20;
+
+/// An [`Out`] as a writer that tells the flusher what it writes.
+struct OutWriter<'a>(Out<'a>);
+
+impl Write for OutWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = (&mut &*self.0.file).write(buf)?;
+        if let Some(f) = self.0.flush {
+            f.wrote(n as u64);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A writer into `file` that asks the kernel to start writing what it has
@@ -633,9 +740,6 @@ impl Write for WritebackWriter<'_> {
     }
 }
 
-/// Bytes copied between two requests to start writing them to disk.
-const WRITEBACK_STEP: u64 = 64 << 20;
-
 /// Ask the kernel to start writing `file`'s dirty pages to disk now
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so that
 /// the disk works while we copy or hash and the final `fsync` finds little
@@ -648,40 +752,57 @@ pub fn start_writeback(file: &File) {
     }
 }
 
-/// Copy `[start, start + len)` of `src` into `out` with the kernel on one
-/// core while hashing the same range on the other: its md5 hex when
-/// `want_md5`, and always its xxh3-128 (after the kernel copy on the
-/// copying thread while the md5 still runs; on a thread of its own beside
-/// the copy without md5). The range must not change while we read it
+/// Copy `[start, start + len)` of `src` into `out` with the kernel while
+/// hashing the same range: its xxh3-128 always, and its md5 hex when
+/// `want_md5`. With md5, this thread runs nothing else, the slowest part
+/// of a full backup: the kernel copy, the reading and the xxh3 take the
+/// other core ([`read_ahead`]). Without, the xxh3 runs on a thread of its
+/// own beside the copy. The range must not change while we read it
 /// (committed FileStorage data and backup files never do).
 pub fn copy_and_hash(
     src: &File,
     src_path: &Path,
     start: u64,
     len: u64,
-    out: &File,
-    out_path: &Path,
+    out: Out<'_>,
     want_md5: bool,
 ) -> Result<(Option<String>, u128)> {
-    let fast_range = || match crate::sums::hash_range_serial(src, start, len) {
-        Ok((h, n)) if n == len => Ok(h),
-        Ok(_) => Err(Error::io(
+    let short = || {
+        Error::io(
             "read",
             src_path,
             io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
-        )),
-        Err(e) => Err(Error::io("read", src_path, e)),
+        )
     };
     std::thread::scope(|scope| {
         if want_md5 {
-            let md5 = scope.spawn(|| md5_range(src, src_path, start, len));
-            let fast = kernel_copy(src, src_path, start, len, out, out_path, false)
-                .and_then(|()| fast_range());
-            let md5 = md5.join().expect("hashing thread does not panic");
-            Ok((Some(md5?), fast?))
+            let copy = scope.spawn(|| kernel_copy(src, src_path, start, len, out, false));
+            let mut md5 = Md5::new();
+            let mut fast = crate::sums::Hasher::new();
+            let read = read_ahead(
+                src,
+                start,
+                len,
+                |b| fast.update(b),
+                |b| {
+                    md5.update(b);
+                    crate::progress::read(b.len() as u64);
+                },
+            );
+            let copied = copy.join().expect("copying thread does not panic");
+            let n = read.map_err(|e| Error::io("read", src_path, e))?;
+            copied?;
+            if n != len {
+                return Err(short());
+            }
+            Ok((Some(hex(&md5.finalize())), fast.digest128()))
         } else {
-            let fast = scope.spawn(fast_range);
-            let copied = kernel_copy(src, src_path, start, len, out, out_path, true);
+            let fast = scope.spawn(|| match crate::sums::hash_range_serial(src, start, len) {
+                Ok((h, n)) if n == len => Ok(h),
+                Ok(_) => Err(short()),
+                Err(e) => Err(Error::io("read", src_path, e)),
+            });
+            let copied = kernel_copy(src, src_path, start, len, out, true);
             let fast = fast.join().expect("hashing thread does not panic");
             copied?;
             Ok((None, fast?))
@@ -730,8 +851,7 @@ pub fn inflate_to_file(
     path: &Path,
     mut md5: Option<&mut Md5>,
     mut fast: Option<&mut crate::sums::Hasher>,
-    out: &File,
-    out_path: &Path,
+    out: Out<'_>,
 ) -> Result<u64> {
     use std::sync::mpsc::{channel, sync_channel};
     let mut r = open_data(path, true)?;
@@ -742,11 +862,11 @@ pub fn inflate_to_file(
     }
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<()> {
-            let mut w: &File = out;
+            let mut w: &File = out.file;
             while let Ok((buf, n)) = full_rx.recv() {
                 w.write_all(&buf[..n])
-                    .map_err(|e| Error::io("write", out_path, e))?;
-                crate::progress::written(n as u64);
+                    .map_err(|e| Error::io("write", out.path, e))?;
+                out.wrote(n as u64);
                 let _ = empty_tx.send(buf);
             }
             Ok(())
@@ -864,7 +984,7 @@ mod tests {
                 data.len() as u64 - 7,
                 &mut m1,
                 &mut h,
-                Sink::new(tempfile::tempfile().unwrap(), gzip),
+                Sink::new(tempfile::tempfile().unwrap(), gzip, None),
             )
             .unwrap();
             let mut f = c.file;
@@ -894,9 +1014,63 @@ mod tests {
             data.len() as u64 + 1,
             &mut m,
             &mut crate::sums::Hasher::new(),
-            Sink::new(tempfile::tempfile().unwrap(), false),
+            Sink::new(tempfile::tempfile().unwrap(), false, None),
         );
         assert!(matches!(r, Err(CopyError::Read(_))));
+    }
+
+    #[test]
+    fn read_ahead_hands_over_every_chunk_in_order_to_both_sides() {
+        let data: Vec<u8> = (0..4 * CHUNK + 5).map(|i| (i * 13 % 239) as u8).collect();
+        let src = tempfile::tempfile().unwrap();
+        (&src).write_all(&data).unwrap();
+        for (start, len) in [(0, data.len() as u64), (9, 2 * CHUNK as u64), (3, 0)] {
+            let (mut near, mut far) = (Vec::new(), Vec::new());
+            let n = read_ahead(
+                &src,
+                start,
+                len,
+                |b| near.extend_from_slice(b),
+                |b| far.extend_from_slice(b),
+            )
+            .unwrap();
+            let want = &data[start as usize..(start + len) as usize];
+            assert_eq!((n, &near[..], &far[..]), (len, want, want));
+        }
+        // past the end: what the file holds, and no hang
+        let mut far = Vec::new();
+        let n = read_ahead(&src, 7, data.len() as u64, |_| {}, |b| far.extend(b)).unwrap();
+        assert_eq!((n, &far[..]), (data.len() as u64 - 7, &data[7..]));
+    }
+
+    #[test]
+    fn copy_and_hash_copies_and_hashes_with_and_without_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..3 * CHUNK + 77).map(|i| (i * 17 % 233) as u8).collect();
+        let sp = dir.path().join("src");
+        std::fs::write(&sp, &data).unwrap();
+        let src = File::open(&sp).unwrap();
+        for want_md5 in [true, false] {
+            let op = dir.path().join(format!("out-{want_md5}"));
+            let out = File::create(&op).unwrap();
+            let flusher = Flusher::new(&out, &op).unwrap();
+            let len = data.len() as u64 - 11;
+            let (md5, fast) =
+                copy_and_hash(&src, &sp, 11, len, Out::new(&out, &op, &flusher), want_md5).unwrap();
+            flusher.finish().unwrap();
+            assert_eq!(std::fs::read(&op).unwrap(), &data[11..]);
+            assert_eq!(fast, xxhash_rust::xxh3::xxh3_128(&data[11..]));
+            assert_eq!(md5, want_md5.then(|| hex(&Md5::digest(&data[11..]))));
+            // a source shorter than the range is an error, either way
+            let out = tempfile::tempfile().unwrap();
+            let out = Out {
+                file: &out,
+                path: &op,
+                flush: None,
+            };
+            let r = copy_and_hash(&src, &sp, 0, data.len() as u64 + 1, out, want_md5);
+            assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+        }
     }
 
     #[test]

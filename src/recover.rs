@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use crate::durable::{self, TempFile};
+use crate::durable::{self, Flusher, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::lock;
 use crate::pipeline;
@@ -307,6 +307,7 @@ fn recover_incrementally(
     let mut pos = len;
     let mut bytes = 0u64;
     let mut names = Vec::new();
+    let flusher = Flusher::new(&file, out)?;
     for cf in missing {
         use std::io::Seek;
         (&file).seek(io::SeekFrom::Start(pos)).ctx("seek", out)?;
@@ -320,7 +321,7 @@ fn recover_incrementally(
         match concat(
             &one,
             opts.with_verify.then_some(sums),
-            Dest::File(&file, out),
+            Dest::File(pipeline::Out::new(&file, out, &flusher)),
             log,
         ) {
             Ok(r) => {
@@ -330,12 +331,14 @@ fn recover_incrementally(
             }
             Err(e) => {
                 // leave FILE at the last whole file
+                drop(flusher);
                 let _ = file.set_len(pos);
                 let _ = file.sync_all();
                 return Err(e);
             }
         }
     }
+    flusher.finish()?;
     file.sync_all().ctx("fsync", out)?;
     let index = publish_index(new_index, &src_index, &target_index, out, log)?;
     log.note(format_args!(
@@ -375,12 +378,15 @@ fn recover_to_file(
     let part_path = part.path().to_path_buf();
     let r = {
         let file: &File = part.file();
-        concat(
+        let flusher = Flusher::new(file, &part_path)?;
+        let r = concat(
             chain,
             opts.with_verify.then_some(sums),
-            Dest::File(file, &part_path),
+            Dest::File(pipeline::Out::new(file, &part_path, &flusher)),
             log,
-        )?
+        )?;
+        flusher.finish()?;
+        r
     };
     let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
     // An old FILE.index must never sit beside the new FILE.
@@ -442,7 +448,7 @@ fn parent_dir(p: &Path) -> PathBuf {
 /// Where recovered bytes go.
 enum Dest<'a> {
     /// A file: plain data files are copied by the kernel.
-    File(&'a File, &'a Path),
+    File(pipeline::Out<'a>),
     /// A stream (stdout).
     Stream(&'a mut dyn Write, &'a Path),
 }
@@ -477,28 +483,26 @@ fn concat(
         // whether the file's bytes have the xxh3 recorded with its md5
         let mut fast_ok = false;
         let n = match &mut dest {
-            Dest::File(out, out_path) if !f.name.gzip => {
+            Dest::File(out) if !f.name.gzip => {
                 let src = File::open(&f.path).ctx("open", &f.path)?;
                 let len = src.metadata().ctx("stat", &f.path)?.len();
                 if verify.is_some() {
-                    let (s, fast) =
-                        pipeline::copy_and_hash(&src, &f.path, 0, len, out, out_path, want_md5)?;
+                    let (s, fast) = pipeline::copy_and_hash(&src, &f.path, 0, len, *out, want_md5)?;
                     sum = s;
                     fast_ok = entry.is_some_and(|e| e.content == fast);
                 } else {
-                    pipeline::kernel_copy(&src, &f.path, 0, len, out, out_path, true)?;
+                    pipeline::kernel_copy(&src, &f.path, 0, len, *out, true)?;
                 }
                 len
             }
-            Dest::File(out, out_path) => {
+            Dest::File(out) => {
                 // the inflated bytes, as written, are hashed
                 let mut fast = entry.map(|_| crate::sums::Hasher::new());
                 let n = pipeline::inflate_to_file(
                     &f.path,
                     want_md5.then_some(&mut md5),
                     fast.as_mut(),
-                    out,
-                    out_path,
+                    *out,
                 )?;
                 if let (Some(e), Some(h)) = (entry, fast) {
                     fast_ok = e.content == h.digest128();
