@@ -21,7 +21,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
+use crate::checksum::Md5;
 
 use crate::dat::{self, DatFile, DatLine};
 use crate::durable::{self, Flusher, TempFile};

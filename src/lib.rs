@@ -32,6 +32,7 @@
 
 pub mod backup;
 pub mod buf;
+pub mod checksum;
 pub mod cli;
 pub mod dat;
 pub mod durable;

@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use md5::{Digest, Md5};
+use crate::checksum::Md5;
 
 use crate::buf::AlignedBuf;
 use crate::durable::Flusher;

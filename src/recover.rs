@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
+use crate::checksum::Md5;
 
 use crate::durable::{self, Flusher, TempFile};
 use crate::error::{Error, IoContext, Result};

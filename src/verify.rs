@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use md5::{Digest, Md5};
+use crate::checksum::Md5;
 
 use crate::dat;
 use crate::error::{Error, Result};
