@@ -502,6 +502,7 @@ fn prepare_data(
     if !opts.gzip {
         // the kernel copies on one core while we hash on the other
         let file: &File = tmp.file();
+        durable::preallocate(file, &tmp_path, 0, end - start)?;
         let flusher = Flusher::new(file, &tmp_path)?;
         let out = pipeline::Out::new(file, &tmp_path, &flusher);
         let (sum, fast) = pipeline::copy_and_hash(src, &opts.file, start, end - start, out, true)?;

@@ -19,7 +19,7 @@ use crate::durable::{self, Flusher, TempFile};
 use crate::error::{Error, IoContext, Result};
 use crate::lock;
 use crate::pipeline;
-use crate::repo::{self, Resolved};
+use crate::repo::{self, ChainFile, Resolved};
 use crate::stamp::Stamp;
 use crate::sums::Sums;
 use crate::Log;
@@ -307,6 +307,7 @@ fn recover_incrementally(
     let mut pos = len;
     let mut bytes = 0u64;
     let mut names = Vec::new();
+    durable::preallocate(&file, out, len, chain_bytes(missing))?;
     let flusher = Flusher::new(&file, out)?;
     for cf in missing {
         use std::io::Seek;
@@ -378,6 +379,9 @@ fn recover_to_file(
     let part_path = part.path().to_path_buf();
     let r = {
         let file: &File = part.file();
+        if chain.has_dat {
+            durable::preallocate(file, &part_path, 0, chain_bytes(&chain.files))?;
+        }
         let flusher = Flusher::new(file, &part_path)?;
         let r = concat(
             chain,
@@ -396,16 +400,20 @@ fn recover_to_file(
     Ok(Recovered { index, ..r })
 }
 
+/// The bytes the `.dat` lines of `files` cover.
+fn chain_bytes(files: &[ChainFile]) -> u64 {
+    files
+        .iter()
+        .filter_map(|c| c.line.as_ref())
+        .map(|l| l.len())
+        .sum()
+}
+
 /// Refuse to start a recovery that cannot fit beside the old output (which
 /// is kept until the new one is complete).
 fn check_free_space(chain: &Resolved, out: &Path) -> Result<()> {
     let need: u64 = if chain.has_dat {
-        chain
-            .files
-            .iter()
-            .filter_map(|c| c.line.as_ref())
-            .map(|l| l.len())
-            .sum()
+        chain_bytes(&chain.files)
     } else {
         // without a .dat only plain files have a known size
         chain
@@ -465,13 +473,7 @@ fn concat(
     mut dest: Dest<'_>,
     log: &Log,
 ) -> Result<Recovered> {
-    let total: u64 = chain
-        .files
-        .iter()
-        .filter_map(|c| c.line.as_ref())
-        .map(|l| l.len())
-        .sum();
-    crate::progress::phase("recover", total);
+    crate::progress::phase("recover", chain_bytes(&chain.files));
     let mut bytes = 0u64;
     let mut names = Vec::new();
     for cf in &chain.files {
