@@ -152,8 +152,10 @@ const K: [u32; 64] = [
 ];
 
 /// `x`, as a value the compiler may not look into, so that a sum computed
-/// ahead of the chain is not reassociated into it. Emits no instruction.
+/// ahead of the chain is not reassociated into it. Emits no instruction of
+/// its own (at most the register allocator moves the value).
 #[inline(always)]
+#[allow(unused_mut)] // changed only where the barrier exists
 fn opaque(mut x: u32) -> u32 {
     // SAFETY: an empty template (a comment naming the register); it only
     // claims to change the register.
@@ -161,6 +163,7 @@ fn opaque(mut x: u32) -> u32 {
     unsafe {
         core::arch::asm!("/* {0:e} */", inout(reg) x, options(pure, nomem, nostack, preserves_flags));
     }
+    // SAFETY: as above.
     #[cfg(target_arch = "aarch64")]
     unsafe {
         core::arch::asm!("/* {0:w} */", inout(reg) x, options(pure, nomem, nostack, preserves_flags));
@@ -285,6 +288,24 @@ mod tests {
                 "length {n}"
             );
         }
+    }
+
+    #[test]
+    fn megabytes_fed_in_odd_pieces() {
+        let data: Vec<u8> = (0..(5u32 << 20) + 3)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut m = Md5::new();
+        let mut at = 0;
+        for step in [1, 63, 64, 65, 1 << 20, 999_999, 7].iter().cycle() {
+            let end = (at + step).min(data.len());
+            m.update(&data[at..end]);
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
+        assert_eq!(m.finalize(), <[u8; 16]>::from(md5::Md5::digest(&data)));
     }
 
     proptest! {

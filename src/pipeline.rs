@@ -412,6 +412,9 @@ pub fn read_in_order(
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        // ours inside the scope, so that a panic in `f` drops them and the
+        // readers stop instead of waiting for a buffer for ever
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
         for _ in 0..READERS {
             let full_tx = full_tx.clone();
             let (empty_rx, next, stop) = (&empty_rx, &next, &stop);
@@ -495,6 +498,9 @@ pub fn read_ahead(
             .expect("receiver alive");
     }
     std::thread::scope(|scope| {
+        // ours inside the scope, so that a panic in `far` drops them and
+        // the reader stops instead of waiting for a buffer for ever
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
         let reader = scope.spawn(move || -> io::Result<()> {
             let mut pos = start;
             let end = start + len;
@@ -608,7 +614,8 @@ pub fn for_each_chunk(
 
 /// Copy `len` bytes of `src` from `start` to the current position of `out`
 /// inside the kernel (`copy_file_range`), falling back to read/write where
-/// the file systems do not support it. The flusher hears of every step.
+/// the file systems do not support it. The flusher hears of every step
+/// (and syncs every [`FLUSH_STEP`](crate::durable::Flusher) bytes).
 pub fn kernel_copy(
     src: &File,
     src_path: &Path,
@@ -677,9 +684,6 @@ pub fn kernel_copy(
             }
             _ => return Err(Error::io("copy into", out_path, e)),
         }
-    }
-    if let Some(f) = out.flush {
-        f.request();
     }
     Ok(())
 }
@@ -776,7 +780,14 @@ pub fn copy_and_hash(
     };
     std::thread::scope(|scope| {
         if want_md5 {
-            let copy = scope.spawn(|| kernel_copy(src, src_path, start, len, out, false));
+            let copy = scope.spawn(|| {
+                let copied = kernel_copy(src, src_path, start, len, out, false);
+                // the rest of the copy goes to disk while the md5 runs on
+                if let Some(f) = out.flush {
+                    f.request_pending();
+                }
+                copied
+            });
             let mut md5 = Md5::new();
             let mut fast = crate::sums::Hasher::new();
             let read = read_ahead(
@@ -1041,6 +1052,26 @@ mod tests {
         let mut far = Vec::new();
         let n = read_ahead(&src, 7, data.len() as u64, |_| {}, |b| far.extend(b)).unwrap();
         assert_eq!((n, &far[..]), (data.len() as u64 - 7, &data[7..]));
+    }
+
+    /// A consumer that panics stops the readers: the panic comes out, no
+    /// thread waits for ever.
+    #[test]
+    fn a_panicking_consumer_does_not_hang_the_readers() {
+        let data = vec![5u8; 12 * CHUNK];
+        let src = tempfile::tempfile().unwrap();
+        (&src).write_all(&data).unwrap();
+        let len = data.len() as u64;
+        let r = std::panic::catch_unwind(|| {
+            read_ahead(&src, 0, len, |_| {}, |_| panic!("consumer fails"))
+        });
+        assert!(r.is_err());
+        for parallel in [false, true] {
+            let r = std::panic::catch_unwind(|| {
+                read_in_order(&src, 0, len, parallel, |_| panic!("consumer fails"))
+            });
+            assert!(r.is_err());
+        }
     }
 
     #[test]

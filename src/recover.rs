@@ -307,7 +307,6 @@ fn recover_incrementally(
     let mut pos = len;
     let mut bytes = 0u64;
     let mut names = Vec::new();
-    durable::preallocate(&file, out, len, chain_bytes(missing))?;
     let flusher = Flusher::new(&file, out)?;
     for cf in missing {
         use std::io::Seek;
@@ -331,16 +330,27 @@ fn recover_incrementally(
                 names.extend(r.files);
             }
             Err(e) => {
-                // leave FILE at the last whole file
-                drop(flusher);
-                let _ = file.set_len(pos);
+                // leave FILE at the last whole file that is on disk: every
+                // one appended if they synced, else none of them (a failed
+                // sync's error is seen once, here, and the page cache
+                // would show the next run bytes the disk may not hold)
+                let synced = flusher.finish().is_ok() && file.sync_all().is_ok();
+                let _ = file.set_len(if synced { pos } else { len });
                 let _ = file.sync_all();
                 return Err(e);
             }
         }
     }
-    flusher.finish()?;
-    file.sync_all().ctx("fsync", out)?;
+    if let Err(e) = flusher
+        .finish()
+        .and_then(|()| file.sync_all().ctx("fsync", out))
+    {
+        // what was appended may not be on disk: the next run appends it
+        // again
+        let _ = file.set_len(len);
+        let _ = file.sync_all();
+        return Err(e);
+    }
     let index = publish_index(new_index, &src_index, &target_index, out, log)?;
     log.note(format_args!(
         "appended {bytes} bytes; {} is complete",
