@@ -63,6 +63,11 @@ Oracles:
               short reads/writes: exit 0 and the clean run's files (gzip
               files compared uncompressed: member sizes follow read sizes);
               EINTR on open may fail cleanly instead (opendir does not retry).
+              copy_file_range failing with EXDEV or EOPNOTSUPP (file
+              systems the kernel cannot copy between) and fallocate with
+              EOPNOTSUPP (no reservations), once and from then on: the
+              run falls back and must give the clean run's files, as for
+              EINTR.
   enospc      tmpfs repository from too small to enough: below the need a
               clean "No space left" failure judged as in io-errors, at or
               above success; nr_inodes 1..8; recovery into a tmpfs without
@@ -139,6 +144,10 @@ MUTATING = {'write', 'pwrite64', 'fsync', 'fdatasync', 'rename', 'renameat',
             'mkdir', 'mkdirat', 'symlink', 'symlinkat', 'chmod', 'fchmod',
             'fchmodat', 'openat', 'open', 'creat', 'fallocate', 'copy_file_range',
             'sync_file_range', 'syncfs'}
+# Errors that mean "not here" and that the tool answers by doing the work
+# another way: the run must succeed as if nothing happened.
+FALLBACK_FAULTS = {'copy_file_range': ('EXDEV', 'EXDEV+', 'EOPNOTSUPP+'),
+                   'fallocate': ('EOPNOTSUPP', 'EOPNOTSUPP+')}
 # Calls for which Linux documents EINTR (or POSIX does): a retry is expected.
 EINTR_CALLS = {'read', 'pread64', 'write', 'pwrite64', 'openat', 'open',
                'ftruncate', 'fsync', 'fdatasync', 'flock'}
@@ -787,7 +796,8 @@ def parse_calls(log):
 # faults
 
 class Fault:
-    """kind: kill | EIO | EIO+ | ENOSPC | ENOSPC+ | EACCES | EACCES+ | EINTR | short."""
+    """kind: kill | EIO | EIO+ | ENOSPC | ENOSPC+ | EACCES | EACCES+ | EINTR | short
+    | EXDEV | EXDEV+ | EOPNOTSUPP | EOPNOTSUPP+ (see FALLBACK_FAULTS)."""
 
     def __init__(self, kind, syscall, k, desc=''):
         self.kind, self.syscall, self.k, self.desc = kind, syscall, k, desc
@@ -837,7 +847,8 @@ class Trial:
             must(self.fault.fired(self.dir), 'the fault did not fire (the calls differ from the clean run)')
             if self.mode == 'kill-sweep':
                 oracle_kill(self, rc, err)
-            elif self.fault.kind in ('EINTR', 'short'):
+            elif self.fault.kind in ('EINTR', 'short') or \
+                    self.fault.kind in FALLBACK_FAULTS.get(self.fault.syscall, ()):
                 oracle_retry(self, rc, err)
             else:
                 oracle_error(self, rc, err)
@@ -1159,6 +1170,10 @@ def io_faults(world, scen):
     for name, ks in by_call(points, lambda p: p['name'] in SHORT_ARG and p['count'] > 1):
         for k, desc in thin(ks, short, 3):
             faults.append(Fault('short', name, k, desc))
+    for name, ks in by_call(points, lambda p: p['name'] in FALLBACK_FAULTS):
+        for kind in FALLBACK_FAULTS[name]:
+            for k, desc in thin(ks, short, 3):
+                faults.append(Fault(kind, name, k, desc))
     return faults
 
 
