@@ -296,7 +296,8 @@ const FLUSH_STEP: u64 = 32 << 20;
 /// still being written: every [`FLUSH_STEP`] bytes reported with
 /// [`Flusher::wrote`], and every [`Flusher::request`], ask that thread for
 /// an `fdatasync` of all written so far. Each request is one `fdatasync`,
-/// however the threads run, so that a run makes the same calls every time
+/// however the threads run (a writer that gets two requests ahead of the
+/// disk waits), so that a run makes the same calls every time
 /// (the fault injector counts them).
 ///
 /// On a disk with a write cache (this project's virtual machines) the
@@ -308,7 +309,7 @@ const FLUSH_STEP: u64 = 32 << 20;
 /// may no longer see).
 pub struct Flusher {
     pending: std::sync::atomic::AtomicU64,
-    tx: Option<std::sync::mpsc::Sender<()>>,
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
     path: PathBuf,
 }
@@ -317,7 +318,10 @@ impl Flusher {
     /// Start the flushing thread for `file` (named `path` in errors).
     pub fn new(file: &File, path: &Path) -> Result<Flusher> {
         let own = file.try_clone().ctx("duplicate the descriptor of", path)?;
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // one request waits while one sync runs; a third blocks the writer
+        // until the disk catches up (it would wait at the final fsync
+        // anyway), so that requests never pile up into syncs of nothing
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || -> io::Result<()> {
