@@ -76,12 +76,18 @@ impl<'a> Out<'a> {
         }
     }
 
-    /// `n` more bytes have been written: progress, and the flusher.
+    /// `n` more bytes have been written.
     fn wrote(&self, n: u64) {
-        crate::progress::written(n);
-        if let Some(f) = self.flush {
-            f.wrote(n);
-        }
+        wrote(self.flush, n);
+    }
+}
+
+/// `n` more bytes have been written to an output: progress, and its
+/// flusher (if any).
+fn wrote(flush: Option<&Flusher>, n: u64) {
+    crate::progress::written(n);
+    if let Some(f) = flush {
+        f.wrote(n);
     }
 }
 
@@ -114,7 +120,8 @@ pub enum CopyError {
 
 /// Copy `len` bytes of `src` from `start` to `out` through our memory
 /// (where the kernel cannot copy between the two files). The source must
-/// hold the whole range. Reads are counted as progress when `count_read`.
+/// hold the whole range. Reads are counted as progress when `count_read`;
+/// what is written, by `out` ([`OutWriter`]).
 fn copy_range(
     src: &File,
     start: u64,
@@ -135,7 +142,6 @@ fn copy_range(
             crate::progress::read(n as u64);
         }
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
-        crate::progress::written(n as u64);
         pos += n as u64;
     }
     Ok(())
@@ -238,10 +244,7 @@ pub fn copy_range_parallel(
                     out.write_all(bytes).map_err(CopyError::Write)?;
                     stored.update(bytes);
                     stored_len += p.len as u64;
-                    crate::progress::written(p.len as u64);
-                    if let Some(f) = flush {
-                        f.wrote(p.len as u64);
-                    }
+                    wrote(flush, p.len as u64);
                     // the reader may have stopped already: nothing to return to
                     let _ = empty_tx.send(p.data.into_buffer());
                     next += 1;
@@ -691,15 +694,13 @@ pub fn kernel_copy(
 /// Bytes asked of one `copy_file_range`.
 const COPY_STEP: u64 = 32 << 20;
 
-/// An [`Out`] as a writer that tells the flusher what it writes.
+/// An [`Out`] as a writer that counts what it writes.
 struct OutWriter<'a>(Out<'a>);
 
 impl Write for OutWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = (&mut &*self.0.file).write(buf)?;
-        if let Some(f) = self.0.flush {
-            f.wrote(n as u64);
-        }
+        self.0.wrote(n as u64);
         Ok(n)
     }
 
@@ -771,13 +772,7 @@ pub fn copy_and_hash(
     out: Out<'_>,
     want_md5: bool,
 ) -> Result<(Option<String>, u128)> {
-    let short = || {
-        Error::io(
-            "read",
-            src_path,
-            io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than its size"),
-        )
-    };
+    let short = |n: u64| Error::io("read", src_path, ended_before(start + n, start + len));
     std::thread::scope(|scope| {
         if want_md5 {
             let copy = scope.spawn(|| {
@@ -804,13 +799,13 @@ pub fn copy_and_hash(
             let n = read.map_err(|e| Error::io("read", src_path, e))?;
             copied?;
             if n != len {
-                return Err(short());
+                return Err(short(n));
             }
             Ok((Some(hex(&md5.finalize())), fast.digest128()))
         } else {
             let fast = scope.spawn(|| match crate::sums::hash_range_serial(src, start, len) {
                 Ok((h, n)) if n == len => Ok(h),
-                Ok(_) => Err(short()),
+                Ok((_, n)) => Err(short(n)),
                 Err(e) => Err(Error::io("read", src_path, e)),
             });
             let copied = kernel_copy(src, src_path, start, len, out, true);

@@ -205,21 +205,19 @@ pub fn hash_range_serial(file: &File, start: u64, len: u64) -> io::Result<(u128,
 /// (inflated for gzip), counted as read. A file that grows while we read it
 /// is judged on what we read.
 pub fn hash_data(path: &Path, gzip: bool) -> Result<(u128, u64)> {
-    let mut h = Hasher::new();
-    let n = if gzip {
-        crate::pipeline::for_each_chunk(path, true, |chunk| {
+    if gzip {
+        let mut h = Hasher::new();
+        let n = crate::pipeline::for_each_chunk(path, true, |chunk| {
             h.update(chunk);
             Ok(())
-        })?
-    } else {
-        let f = File::open(path).ctx("open", path)?;
-        let len = f.metadata().ctx("stat", path)?.len();
-        let n =
-            crate::pipeline::read_in_order(&f, 0, len, true, |b| h.update(b)).ctx("read", path)?;
-        crate::progress::read(n);
-        n
-    };
-    Ok((h.digest128(), n))
+        })?;
+        return Ok((h.digest128(), n));
+    }
+    let f = File::open(path).ctx("open", path)?;
+    let len = f.metadata().ctx("stat", path)?.len();
+    let (h, n) = hash_range(&f, 0, len).ctx("read", path)?;
+    crate::progress::read(n);
+    Ok((h, n))
 }
 
 #[cfg(test)]
