@@ -380,6 +380,44 @@ fn source_matches(
     Ok(n == len && h == want)
 }
 
+/// Whether the backup file `f` and the source's `[at, at + len)` both have
+/// the xxh3 `want` (the one our sums recorded with the `.dat` md5). Both
+/// are read, on two threads; a backup file that cannot be read or hashes
+/// differently is left to the byte comparison, which names the problem.
+fn both_match(
+    opts: &BackupOptions,
+    src: &File,
+    f: &DataFile,
+    at: u64,
+    len: u64,
+    want: u128,
+    log: &Log,
+) -> Result<bool> {
+    let (backup, source) = std::thread::scope(|scope| {
+        let backup = scope.spawn(|| sums::hash_data(&f.path, f.name.gzip));
+        let source = sums::hash_range(src, at, len).ctx("read", &opts.file);
+        (backup.join().expect("hashing does not panic"), source)
+    });
+    let (h, n) = source?;
+    if n != len || h != want {
+        return Ok(false);
+    }
+    match backup {
+        Ok((h, n)) if n == len && h == want => Ok(true),
+        Ok(_) => {
+            log.note(format_args!(
+                "{} does not hold the bytes its .dat line records (damaged?)",
+                f.path.display()
+            ));
+            Ok(false)
+        }
+        Err(e) => {
+            log.note(format_args!("{e}"));
+            Ok(false)
+        }
+    }
+}
+
 /// Without `-Q`: compare the whole chain with the source's prefix.
 #[allow(clippy::too_many_arguments)]
 fn decide_full_check(
@@ -396,24 +434,38 @@ fn decide_full_check(
         return Ok(Err(Reason::Shrunk));
     }
     crate::progress::phase("checking", expected);
-    // ZODB's repozo compares the md5 of the whole chain with the md5 of the
-    // same length of the source. For a file our sums know, the source's
-    // range is hashed with xxh3 and compared with the recorded one (a match
-    // means the md5 matches); other files are compared byte for byte with
-    // the source, which decides the same (but for md5 collisions), stops at
-    // the first difference, and costs one pass instead of two hashes.
+    // ZODB's repozo compares the md5 of the whole chain (it reads every
+    // backup file) with the md5 of the same length of the source, and so do
+    // we: every backup file is read. For a file our sums know, the backup
+    // file's bytes and the source's range are both hashed with xxh3 (at
+    // once, on two threads) and must both equal the recorded hash: then
+    // the backup file holds the bytes whose md5 the `.dat` records, and the
+    // source holds them too. Hashing only the source against the cache
+    // would never notice a damaged backup file (issue 19, case 1). Other
+    // files, and any mismatch, are compared byte for byte with the source,
+    // which decides the same (but for md5 collisions), stops at the first
+    // difference, and costs one pass instead of two hashes.
     let mut at = 0u64;
     let mut fast = 0usize;
     for (f, line) in chain.iter().zip(lines) {
         let len = line.as_ref().map_or(0, |l| l.len());
         if let Some(e) = line.as_ref().and_then(|l| sums.for_line(l)) {
-            if e.start == at && source_matches(opts, src, at, len, e.content)? {
+            if e.start == at && both_match(opts, src, f, at, len, e.content, log)? {
                 at += len;
                 fast += 1;
                 continue;
             }
         }
-        match pipeline::same_as_source(&f.path, f.name.gzip, src, &opts.file, at)? {
+        let same = match pipeline::same_as_source(&f.path, f.name.gzip, src, &opts.file, at) {
+            // a damaged gzip backup differs from any source: a new full
+            // backup heals the repository (a read error still fails)
+            Err(e @ Error::BadGzip { .. }) => {
+                log.note(format_args!("{e}"));
+                None
+            }
+            other => other?,
+        };
+        match same {
             Some(n) if n == len => at += n,
             Some(n) => {
                 log.note(format_args!(
