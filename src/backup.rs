@@ -213,16 +213,16 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
             let last = chain.last().expect("an extended chain is not empty");
             let chain_index = (repo::index_path(&opts.repository, last), start);
             let scan = scan_source(opts, &src, size, Some(chain_index), log)?;
-            if scan.end == start {
+            let end = scan.0.end;
+            if end == start {
                 log.note(format_args!("No changes, nothing to do"));
                 return Ok(Outcome::NothingToDo);
             }
-            if scan.end < start {
+            if end < start {
                 // The backed-up bytes match but the source's committed
                 // data now ends before them: not a state we can extend.
                 log.note(format_args!(
-                    "committed data ends at {} before the backed-up {start} (full backup)",
-                    scan.end
+                    "committed data ends at {end} before the backed-up {start} (full backup)"
                 ));
                 return write_full(opts, &listing, &src, scan, stamp, log);
             }
@@ -242,77 +242,97 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
 }
 
 /// Find the committed end of the source and its index, scanning only what
-/// no trustworthy index covers. Candidates: the index of the chain being
-/// extended (valid exactly up to the chain's end, whose bytes were just
-/// checked against the source) and the source's own `Data.fs.index`. Each
-/// must lie within the source and pass ZODB's sanity check; an unreadable
-/// or insane index is skipped with a note, never an error.
+/// no trustworthy index covers. Returns the scan and whether its index is
+/// known to come from a scan (recorded in our sums with the new `.index`).
+///
+/// In this order:
+/// 1. the index of the chain being extended (valid exactly up to the
+///    chain's end, whose bytes were just checked against the source), only
+///    when our sums record it as built by a scan: then the result is too;
+/// 2. the source's own `Data.fs.index`, as ZODB's `FileStorage` takes it
+///    (within the source and sane); the result is as good as that file,
+///    so it is not recorded as scanned;
+/// 3. a scan from the beginning (recorded as scanned).
+///
+/// An index built on top of a `Data.fs.index` is never the starting point
+/// of a later backup: once that file is gone ZODB rescans, and so do we,
+/// so a stale `Data.fs.index` that passed the sanity check is not carried
+/// into every later `.index` (issue 19, case 7). Each index must pass
+/// ZODB's sanity check; an unreadable or insane one is skipped with a
+/// note, never an error.
 fn scan_source(
     opts: &BackupOptions,
     src: &File,
     size: u64,
     chain_index: Option<(PathBuf, u64)>,
     log: &Log,
-) -> Result<Scan> {
-    let mut live = opts.file.clone().into_os_string();
-    live.push(".index");
-    let mut candidates: Vec<(PathBuf, Option<u64>)> = Vec::new();
-    if let Some((p, pos)) = chain_index {
-        candidates.push((p, Some(pos)));
-    }
-    candidates.push((PathBuf::from(live), None));
-    // Peek at each candidate's position, then load the furthest-reaching
-    // first: usually only one index is ever loaded.
-    let mut usable: Vec<(u64, PathBuf)> = Vec::new();
-    for (path, must_be) in candidates {
-        let pos = match File::open(&path) {
-            Ok(f) => match Index::read_pos(std::io::BufReader::new(f)) {
-                Ok(pos) => pos,
-                Err(e) => {
-                    log.note(format_args!("ignoring index {}: {e}", path.display()));
-                    continue;
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                log.note(format_args!("ignoring index {}: {e}", path.display()));
-                continue;
-            }
-        };
-        if must_be.is_some_and(|m| m != pos) || pos > size || pos < 4 {
-            log.note(format_args!(
-                "ignoring index {}: its position {pos} does not fit the source",
-                path.display()
-            ));
-            continue;
-        }
-        usable.push((pos, path));
-    }
-    usable.sort_by_key(|u| std::cmp::Reverse(u.0));
-    let mut best: Option<(u64, Index)> = None;
-    for (_, path) in usable {
-        match Index::load(&path) {
+) -> Result<(Scan, bool)> {
+    let mut base: Option<(u64, Index, bool)> = None;
+    if let Some((path, must_be)) = chain_index {
+        match trusted_chain_index(&opts.repository, &path, must_be, size) {
             Ok((pos, index)) if fstorage::index_is_sane(src, size, &index, pos) => {
                 log.note(format_args!(
-                    "using index {} ({} objects up to {pos})",
+                    "using index {} ({} objects up to {pos}, built by a scan)",
                     path.display(),
                     index.len()
                 ));
-                best = Some((pos, index));
-                break;
+                base = Some((pos, index, true));
             }
             Ok(_) => log.note(format_args!(
                 "ignoring index {}: it does not match the source",
                 path.display()
             )),
-            Err(e) => log.note(format_args!("ignoring index {}: {e}", path.display())),
+            Err(why) => log.note(format_args!("ignoring index {}: {why}", path.display())),
         }
     }
-    let (start, index) = match best {
+    if base.is_none() {
+        let mut live = opts.file.clone().into_os_string();
+        live.push(".index");
+        let path = PathBuf::from(live);
+        let pos = match File::open(&path) {
+            Ok(f) => match Index::read_pos(std::io::BufReader::new(f)) {
+                Ok(pos) if (4..=size).contains(&pos) => Some(pos),
+                Ok(pos) => {
+                    log.note(format_args!(
+                        "ignoring index {}: its position {pos} does not fit the source",
+                        path.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    log.note(format_args!("ignoring index {}: {e}", path.display()));
+                    None
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                log.note(format_args!("ignoring index {}: {e}", path.display()));
+                None
+            }
+        };
+        if pos.is_some() {
+            match Index::load(&path) {
+                Ok((pos, index)) if fstorage::index_is_sane(src, size, &index, pos) => {
+                    log.note(format_args!(
+                        "using index {} ({} objects up to {pos})",
+                        path.display(),
+                        index.len()
+                    ));
+                    base = Some((pos, index, false));
+                }
+                Ok(_) => log.note(format_args!(
+                    "ignoring index {}: it does not match the source",
+                    path.display()
+                )),
+                Err(e) => log.note(format_args!("ignoring index {}: {e}", path.display())),
+            }
+        }
+    }
+    let (start, index, trusted) = match base {
         Some(b) => b,
         None => {
             log.note(format_args!("no usable index: scanning the whole source"));
-            (4, Index::new())
+            (4, Index::new(), true)
         }
     };
     let scan = fstorage::scan_from(src, &opts.file, size, start, index)?;
@@ -321,7 +341,35 @@ fn scan_source(
         scan.end - start,
         scan.end
     ));
-    Ok(scan)
+    Ok((scan, trusted))
+}
+
+/// Load a chain's `.index` when our sums record it as built by a scan, with
+/// the same position and the same bytes; otherwise say why not.
+fn trusted_chain_index(
+    repo: &Path,
+    path: &Path,
+    must_be: u64,
+    size: u64,
+) -> std::result::Result<(u64, Index), String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("not a backup index name")?;
+    let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
+    let pos = Index::read_pos(&bytes[..])?;
+    if pos != must_be || pos > size || pos < 4 {
+        return Err(format!("its position {pos} does not fit the source"));
+    }
+    if !Sums::load(repo).index_trusted(name, pos, hash) {
+        return Err("not known to come from a scan of the source (ZODB would rescan)".into());
+    }
+    Index::read_from(&bytes[..])
 }
 
 /// `-Q`: trust the last `.dat` line. `Ok(Ok(end))` to extend from `end`.
@@ -524,6 +572,8 @@ struct Written {
     content: u128,
     stored: u128,
     stored_len: u64,
+    /// xxh3-128 of the `.index` written beside the data file.
+    index_hash: u128,
 }
 
 impl Written {
@@ -565,6 +615,7 @@ fn prepare_data(
             content: fast,
             stored: fast,
             stored_len: end - start,
+            index_hash: 0,
         };
         return Ok((tmp, written));
     }
@@ -587,23 +638,50 @@ fn prepare_data(
         content: content.digest128(),
         stored: copied.stored,
         stored_len: copied.stored_len,
+        index_hash: 0,
     };
     Ok((tmp, written))
 }
 
 /// Write the `.index` for a backup ending at `end` into a temporary file,
-/// synced, not yet published.
-fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<TempFile> {
+/// synced, not yet published. Returns it with the xxh3-128 of its bytes
+/// (recorded when the index comes from a scan, see [`scan_source`]).
+fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<(TempFile, u128)> {
     let mut tmp = TempFile::new_in(&opts.repository)?;
     let tmp_path = tmp.path().to_path_buf();
-    {
-        let out = pipeline::WritebackWriter::new(tmp.file());
+    let hash = {
+        let out = HashingWriter {
+            inner: pipeline::WritebackWriter::new(tmp.file()),
+            hash: sums::Hasher::new(),
+        };
         let mut w = BufWriter::with_capacity(pipeline::CHUNK, out);
         index.write_to(end, &mut w).ctx("write", &tmp_path)?;
         w.flush().ctx("write", &tmp_path)?;
-    }
+        let out = w
+            .into_inner()
+            .map_err(|e| Error::io("write", &tmp_path, e.into_error()))?;
+        out.hash.digest128()
+    };
     tmp.sync()?;
-    Ok(tmp)
+    Ok((tmp, hash))
+}
+
+/// A writer that hashes what it passes on.
+struct HashingWriter<W> {
+    inner: W,
+    hash: sums::Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Write the data file `[start, end)` and its `.index` (the index on
@@ -631,8 +709,9 @@ fn write_files(
         let data = prepare_data(opts, src, start, scan.end);
         (data, index.join().expect("index thread does not panic"))
     });
-    let (data_tmp, written) = data?;
-    let index_tmp = index?;
+    let (data_tmp, mut written) = data?;
+    let (index_tmp, index_hash) = index?;
+    written.index_hash = index_hash;
     data_tmp.rename_into(dest, false)?;
     index_tmp.rename_into(index_path, true)?;
     durable::sync_dir(&opts.repository)?;
@@ -643,7 +722,7 @@ fn write_full(
     opts: &BackupOptions,
     listing: &repo::Listing,
     src: &File,
-    scan: Scan,
+    (scan, scan_trusted): (Scan, bool),
     stamp: Stamp,
     log: &Log,
 ) -> Result<Outcome> {
@@ -670,7 +749,12 @@ fn write_full(
     })();
     let md5 = match result {
         Ok(w) => {
-            sums::record(repo, w.entry(name.file_name(), 0, scan.end), log);
+            let trust = scan_trusted.then(|| sums::IndexTrust {
+                name: name.index_name(),
+                pos: scan.end,
+                hash: w.index_hash,
+            });
+            sums::record(repo, w.entry(name.file_name(), 0, scan.end), trust, log);
             w.md5
         }
         Err(e @ Error::WouldOverwrite(_)) => return Err(e),
@@ -697,7 +781,7 @@ fn write_incremental(
     head: &DataFile,
     dat_file: Option<&DatFile>,
     src: &File,
-    scan: Scan,
+    (scan, scan_trusted): (Scan, bool),
     start: u64,
     stamp: Stamp,
     log: &Log,
@@ -754,7 +838,12 @@ fn write_incremental(
     })();
     let md5 = match result {
         Ok(w) => {
-            sums::record(repo, w.entry(name.file_name(), start, scan.end), log);
+            let trust = scan_trusted.then(|| sums::IndexTrust {
+                name: name.index_name(),
+                pos: scan.end,
+                hash: w.index_hash,
+            });
+            sums::record(repo, w.entry(name.file_name(), start, scan.end), trust, log);
             w.md5
         }
         Err(e @ Error::WouldOverwrite(_)) => return Err(e),

@@ -19,6 +19,19 @@
 //! same, so a file replaced since (by another tool, or the same name
 //! reused) is never judged by an old line.
 //!
+//! A second kind of line records which `.index` files were built by a
+//! scan of the source (from its beginning, or on top of an `.index` that
+//! was itself so built), with the xxh3-128 of the `.index` file's bytes:
+//!
+//! ```text
+//! index <index name> <position> <xxh3 of the .index file>
+//! ```
+//!
+//! Only such an `.index` is a shortcut for the next backup's scan (issue
+//! 19, case 7): one built on top of the source's own `Data.fs.index` is as
+//! good as that file was, and once the file is gone ZODB would rescan, so
+//! we do too. Older versions of ours skip these lines (they have 4 fields).
+//!
 //! It is a cache: a match means the bytes are the ones whose md5 the `.dat`
 //! records; anything else (no file, no line, a damaged line, a different
 //! hash) sends the caller back to the md5 or byte comparison ZODB's repozo
@@ -109,10 +122,41 @@ impl Entry {
     }
 }
 
+/// An `.index` known to come from a scan of the source: its name, the
+/// position it is valid up to and the xxh3-128 of the file's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexTrust {
+    pub name: String,
+    pub pos: u64,
+    pub hash: u128,
+}
+
+impl IndexTrust {
+    fn line(&self) -> String {
+        format!("index {} {} {:032x}\n", self.name, self.pos, self.hash)
+    }
+
+    fn parse(line: &str) -> Option<IndexTrust> {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 4 || f[0] != "index" || f[1].is_empty() || f[1].contains('/') {
+            return None;
+        }
+        if f[3].len() != 32 || f[2].is_empty() || !f[2].bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(IndexTrust {
+            name: f[1].to_string(),
+            pos: f[2].parse().ok()?,
+            hash: u128::from_str_radix(f[3], 16).ok()?,
+        })
+    }
+}
+
 /// The entries of a repository's `.repozo-sums`, by file name.
 #[derive(Clone, Debug, Default)]
 pub struct Sums {
     entries: HashMap<String, Entry>,
+    indexes: HashMap<String, IndexTrust>,
 }
 
 impl Sums {
@@ -120,14 +164,25 @@ impl Sums {
     /// gives what could be read (often nothing); damaged lines are skipped.
     pub fn load(repo: &Path) -> Sums {
         let mut entries = HashMap::new();
+        let mut indexes = HashMap::new();
         if let Ok(text) = std::fs::read(repo.join(SUMS_NAME)) {
             for line in String::from_utf8_lossy(&text).lines() {
                 if let Some(e) = Entry::parse(line) {
                     entries.insert(e.name.clone(), e);
+                } else if let Some(t) = IndexTrust::parse(line) {
+                    indexes.insert(t.name.clone(), t);
                 }
             }
         }
-        Sums { entries }
+        Sums { entries, indexes }
+    }
+
+    /// Whether the `.index` named `name`, valid up to `pos`, whose bytes
+    /// hash to `hash`, is one we built by a scan.
+    pub fn index_trusted(&self, name: &str, pos: u64, hash: u128) -> bool {
+        self.indexes
+            .get(name)
+            .is_some_and(|t| t.pos == pos && t.hash == hash)
     }
 
     /// The entry that applies to `line`, if any.
@@ -149,8 +204,11 @@ impl Sums {
 /// Add `entry` to the repository's sums, dropping entries whose data file
 /// is gone. Never fails: the sums are a cache, and a backup that is already
 /// committed must not be reported as failed because of them.
-pub fn record(repo: &Path, entry: Entry, log: &Log) {
-    if let Err(e) = try_record(repo, entry) {
+///
+/// `trust` records the backup's `.index` as built by a scan (see the
+/// module's documentation); `None` leaves it untrusted.
+pub fn record(repo: &Path, entry: Entry, trust: Option<IndexTrust>, log: &Log) {
+    if let Err(e) = try_record(repo, entry, trust) {
         log.warn(format_args!(
             "could not update {} (only a cache; later checks fall back to md5): {e}",
             repo.join(SUMS_NAME).display()
@@ -158,21 +216,39 @@ pub fn record(repo: &Path, entry: Entry, log: &Log) {
     }
 }
 
-fn try_record(repo: &Path, entry: Entry) -> Result<()> {
+fn try_record(repo: &Path, entry: Entry, trust: Option<IndexTrust>) -> Result<()> {
     let mut sums = Sums::load(repo);
-    sums.entries.retain(|name, _| {
-        // keep entries whose file exists (or cannot be checked)
+    // keep entries whose file exists (or cannot be checked)
+    let exists = |name: &str| {
         !matches!(std::fs::symlink_metadata(repo.join(name)),
             Err(e) if e.kind() == io::ErrorKind::NotFound)
-    });
+    };
+    sums.entries.retain(|name, _| exists(name));
+    sums.indexes.retain(|name, _| exists(name));
+    if let Some(name) = entry
+        .name
+        .rsplit_once('.')
+        .map(|(stem, _)| format!("{stem}.index"))
+    {
+        // a new backup's .index replaces any earlier one of that name
+        sums.indexes.remove(&name);
+    }
     sums.entries.insert(entry.name.clone(), entry);
+    if let Some(t) = trust {
+        sums.indexes.insert(t.name.clone(), t);
+    }
     let mut list: Vec<&Entry> = sums.entries.values().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut trusted: Vec<&IndexTrust> = sums.indexes.values().collect();
+    trusted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut text = String::with_capacity(64 + list.len() * 160);
     text.push_str(HEADER);
     text.push('\n');
     for e in list {
         text.push_str(&e.line());
+    }
+    for t in trusted {
+        text.push_str(&t.line());
     }
     let mut tmp = TempFile::new_in(repo)?;
     let p = tmp.path().to_path_buf();
@@ -251,6 +327,37 @@ mod tests {
     }
 
     #[test]
+    fn index_trust_lines_round_trip_and_are_not_entries() {
+        let t = IndexTrust {
+            name: "2026-01-01-00-00-00.index".into(),
+            pos: 1234,
+            hash: 0xfeed,
+        };
+        let l = t.line();
+        assert_eq!(IndexTrust::parse(l.trim_end()), Some(t.clone()));
+        // older versions of ours parse entries only: this is not one
+        assert_eq!(Entry::parse(l.trim_end()), None);
+        assert_eq!(IndexTrust::parse(entry("a.fs").line().trim_end()), None);
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::quiet();
+        for n in ["a.fs", "2026-01-01-00-00-00.index"] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        record(dir.path(), entry("a.fs"), Some(t.clone()), &log);
+        let s = Sums::load(dir.path());
+        assert!(s.index_trusted(&t.name, 1234, 0xfeed));
+        assert!(!s.index_trusted(&t.name, 1235, 0xfeed));
+        assert!(!s.index_trusted(&t.name, 1234, 0xfeee));
+        assert!(s
+            .for_line(&DatLine::parse(&format!("r/a.fs 4 100 {}", entry("a.fs").md5)).unwrap())
+            .is_some());
+        // gone with its .index
+        std::fs::remove_file(dir.path().join(&t.name)).unwrap();
+        record(dir.path(), entry("a.fs"), None, &log);
+        assert!(!Sums::load(dir.path()).index_trusted(&t.name, 1234, 0xfeed));
+    }
+
+    #[test]
     fn an_entry_applies_only_to_the_same_line() {
         let e = entry("a.deltafs");
         let line = DatLine::parse(&format!("/r/a.deltafs 4 100 {}", e.md5)).unwrap();
@@ -270,13 +377,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::quiet();
         std::fs::write(dir.path().join("a.fs"), b"x").unwrap();
-        record(dir.path(), entry("a.fs"), &log);
-        record(dir.path(), entry("gone.deltafs"), &log);
+        record(dir.path(), entry("a.fs"), None, &log);
+        record(dir.path(), entry("gone.deltafs"), None, &log);
         let s = Sums::load(dir.path());
         assert_eq!(s.len(), 2);
         // gone.deltafs does not exist: dropped at the next write
         std::fs::write(dir.path().join("b.deltafs"), b"y").unwrap();
-        record(dir.path(), entry("b.deltafs"), &log);
+        record(dir.path(), entry("b.deltafs"), None, &log);
         let s = Sums::load(dir.path());
         assert_eq!(s.len(), 2);
         assert!(s.entries.contains_key("a.fs") && s.entries.contains_key("b.deltafs"));

@@ -104,3 +104,102 @@ fn quick_backup_of_a_damaged_chain_is_caught_by_verify() {
         .fails()
         .stderr_has(&format!("{T1}.fs"));
 }
+
+/// Write `Data.fs.index` as a stale index that passes ZODB's sanity check:
+/// the positions of `old.index` for every object the last transaction did
+/// not write, the right ones for the rest, valid up to the file's end.
+const STALE_INDEX: &str = "\
+from ZODB.FileStorage import FileStorage, FileIterator
+from ZODB.fsIndex import fsIndex
+old = fsIndex.load('old.index')['index']
+fs = FileStorage('Data.fs', read_only=True)
+index, pos = fs._index, fs._pos
+fs.close()
+last = None
+for t in FileIterator('Data.fs'):
+    last = set(r.oid for r in t)
+stale = fsIndex()
+changed = 0
+for oid, p in index.items():
+    if oid not in last and oid in old and old[oid] != p:
+        stale[oid] = old[oid]
+        changed += 1
+    else:
+        stale[oid] = p
+assert changed > 0, 'no object changed outside the last transaction'
+stale.save(pos, 'Data.fs.index')
+fs = FileStorage('Data.fs', read_only=True)
+assert fs._index.get(list(stale.keys())[0]) is not None
+fs.close()
+print(changed)
+";
+
+fn python_in(env: &Env, code: &str) -> Output {
+    let mut cmd = std::process::Command::new(python());
+    cmd.current_dir(env.root()).arg("-c").arg(code);
+    exec(cmd).ok()
+}
+
+/// `zodbtool.py check-index DATAFS INDEX`: the index equals ZODB's scan.
+fn index_is_right(env: &Env, datafs: &str, index: &str) -> bool {
+    env.zodb(&["check-index", datafs, index]).status.success()
+}
+
+/// Case 7: a stale `Data.fs.index` that passes ZODB's sanity check goes
+/// into the full backup's `.index` (ZODB's repozo does the same); once the
+/// admin deletes it, ZODB's repozo rescans, and so must we: the chain's
+/// `.index`, built on the stale file, is not a starting point, and the
+/// next increment's `.index` and the recovered `FILE.index` are right.
+fn stale_live_index_is_not_propagated(quick: bool, gzip: bool) {
+    let env = Env::with_db(1910, 25);
+    let open_close = "from ZODB.FileStorage import FileStorage; FileStorage('Data.fs').close()";
+    python_in(&env, open_close);
+    std::fs::copy(env.path("Data.fs.index"), env.path("old.index")).unwrap();
+    env.append(1911, 12);
+    python_in(&env, open_close);
+    python_in(&env, STALE_INDEX);
+    let mut flags: Vec<&str> = Vec::new();
+    if gzip {
+        flags.push("-z");
+    }
+    env.backup(&flags, T1);
+    assert!(
+        !index_is_right(&env, "Data.fs", &format!("repo/{T1}.index")),
+        "the test needs a full backup that inherits the stale index"
+    );
+    // the admin deletes the stale index; more transactions come
+    env.remove("Data.fs.index");
+    env.append(1912, 3);
+    env.remove("Data.fs.index");
+    if quick {
+        flags.push("-Q");
+    }
+    env.backup(&flags, T2);
+    assert!(
+        env.exists(&format!("repo/{T2}.deltafs{}", if gzip { "z" } else { "" })),
+        "{:?}",
+        env.repo_names()
+    );
+    assert!(
+        index_is_right(&env, "Data.fs", &format!("repo/{T2}.index")),
+        "the increment's .index carries the stale entries"
+    );
+    let got = env.recover("out.fs", &[]);
+    assert_bytes(&got, &env.read("Data.fs"), "recovered");
+    assert!(index_is_right(&env, "out.fs", "out.fs.index"));
+    // and the next increment keeps it right
+    env.append(1913, 2);
+    env.remove("Data.fs.index");
+    env.backup(&flags, T3);
+    assert!(index_is_right(&env, "Data.fs", &format!("repo/{T3}.index")));
+}
+
+#[test]
+fn stale_live_index_is_not_propagated_quick() {
+    stale_live_index_is_not_propagated(true, false);
+}
+
+#[test]
+fn stale_live_index_is_not_propagated_full_check_gzip() {
+    stale_live_index_is_not_propagated(false, true);
+}

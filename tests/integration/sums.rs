@@ -27,6 +27,11 @@ fn scramble_sums(env: &Env) {
     for l in text.lines() {
         if l.starts_with('#') {
             out.push_str(l);
+        } else if l.starts_with("index ") {
+            // an `.index` recorded as built by a scan, with a wrong hash
+            let mut f: Vec<String> = l.split(' ').map(str::to_string).collect();
+            f[3] = "0123456789abcdef0123456789abcdef".into();
+            out.push_str(&f.join(" "));
         } else {
             let mut f: Vec<String> = l.split(' ').map(str::to_string).collect();
             f[4] = "0123456789abcdef0123456789abcdef".into();

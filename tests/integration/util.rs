@@ -437,11 +437,25 @@ impl Env {
     pub fn sums(&self) -> std::collections::BTreeMap<String, Vec<String>> {
         let text = fs::read_to_string(self.repo().join(SUMS_NAME)).unwrap_or_default();
         text.lines()
-            .filter(|l| !l.starts_with('#'))
+            .filter(|l| !l.starts_with('#') && !l.starts_with("index "))
             .map(|l| {
                 let f: Vec<String> = l.split(' ').map(str::to_string).collect();
                 assert_eq!(f.len(), 7, "sums line {l:?}");
                 (f[0].clone(), f)
+            })
+            .collect()
+    }
+
+    /// The `index NAME POS XXH3` lines of `.repozo-sums`: the `.index`
+    /// files recorded as built by a scan, name -> (position, hash).
+    pub fn trusted_indexes(&self) -> BTreeMap<String, (u64, String)> {
+        let text = fs::read_to_string(self.repo().join(SUMS_NAME)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("index "))
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                assert_eq!(f.len(), 3, "sums line {l:?}");
+                (f[0].to_string(), (f[1].parse().unwrap(), f[2].to_string()))
             })
             .collect()
     }
