@@ -87,8 +87,9 @@ Options for -R/--recover:
         Verify on the fly the backup files on recovering. This option runs
         the same checks as when repozo is run in -V/--verify mode, and
         allows to verify and recover a backup in one single step. If a sanity
-        check fails, the output file is left as it was (a full recovery) or
-        cut back to its last whole backup file (an incremental one).
+        check fails, the output file is left as it was: onto an existing
+        output file, every backup file is checked before anything is
+        written to it.
 
 Options for -V/--verify:
     -Q / --quick

@@ -9,7 +9,7 @@
 //! listing, as ZODB's repozo does.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +64,9 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
         None => log.note(format_args!("looking for the newest backup...")),
     }
     repo::check_dir(repo_dir)?;
+    if let Some(out) = &opts.output {
+        refuse_output_in_repository(out, repo_dir)?;
+    }
     let _lock = lock::lock(repo_dir, false, log)?;
     let Some(chain) = repo::resolve(repo_dir, opts.date, log)? else {
         return Err(match &opts.date_text {
@@ -174,6 +177,95 @@ fn remove_if_present(p: &Path) -> Result<()> {
     }
 }
 
+/// Refuse an output in the repository directory itself (whatever path,
+/// symbolic link or bind mount leads there): recovery never writes into
+/// the repository. `FILE` could be one of its backups (extended or
+/// replaced, the backup would be lost), and `FILE.part` or `FILE.index`
+/// could take the name of one of its files.
+fn refuse_output_in_repository(out: &Path, repo: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = parent_dir(out);
+    let (Ok(d), Ok(r)) = (fs::metadata(&dir), fs::metadata(repo)) else {
+        // a missing directory is reported when the output is created
+        return Ok(());
+    };
+    if d.dev() == r.dev() && d.ino() == r.ino() {
+        return Err(Error::io(
+            "recover into",
+            out,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it is in the repository directory, and recovery never writes into the \
+                 repository: choose an output outside it",
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The name of the repository entry that is the same file as `meta` (a
+/// hard link, or the same file reached through a bind mount), if any.
+fn repository_name(repo: &Path, meta: &fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    let r = fs::metadata(repo).ok()?;
+    if r.dev() != meta.dev() {
+        return None;
+    }
+    fs::read_dir(repo)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| e.ino() == meta.ino())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+}
+
+/// An existing FILE that may be extended in place, opened for reading and
+/// writing; `Ok(None)` when there is no FILE; `Err(why)` when it must not
+/// or cannot be extended (then it is replaced by a full recovery, whose
+/// rename replaces FILE's directory entry and never writes into the file
+/// it named). Never extended in place: a symbolic link, anything but a
+/// regular file, a file with another name (a hard link: the other name,
+/// perhaps a backup in the repository, would change too), the same file
+/// as one of the repository, a file we may not open for writing.
+fn open_standby(out: &Path, repo: &Path) -> std::result::Result<Option<File>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot inspect it: {e}")),
+    };
+    if meta.file_type().is_symlink() {
+        // replaced by the new file, as ZODB's repozo does
+        return Err("it is a symbolic link".into());
+    }
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if let Some(name) = repository_name(repo, &meta) {
+        return Err(format!(
+            "it is the repository's {name} (a hard link), which recovery never writes into"
+        ));
+    }
+    if meta.nlink() > 1 {
+        return Err(format!(
+            "it has {} hard links, whose other names would change too",
+            meta.nlink()
+        ));
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(out)
+        .map_err(|e| format!("cannot open it for writing: {e}"))?;
+    let now = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect it: {e}"))?;
+    if now.dev() != meta.dev() || now.ino() != meta.ino() || now.nlink() > 1 || !now.is_file() {
+        return Err("it changed while it was being examined".into());
+    }
+    Ok(Some(file))
+}
+
 /// How an existing FILE relates to the state being recovered.
 enum Existing {
     /// FILE holds the first `k` files of the chain exactly (its length may
@@ -185,33 +277,22 @@ enum Existing {
 
 /// Check FILE against the chain: it must end at a backup boundary (or
 /// inside the first range after one, left by an interrupted append) and
-/// every range it covers must have the recorded md5 (only the last with
-/// `-Q`).
+/// every range it covers must hold the backup file's bytes (with `-Q`,
+/// only the last range that holds bytes: an empty range matches anything).
+/// With `-w`, every file of the chain is then checked as a full recovery
+/// checks it (the files FILE covers included): a damaged one is an error,
+/// before FILE is touched.
 fn examine_existing(
     opts: &RecoverOptions,
     chain: &Resolved,
     sums: &Sums,
+    file: &File,
     out: &Path,
     log: &Log,
 ) -> Result<Existing> {
     let lines: Vec<&crate::dat::DatLine> =
         chain.files.iter().filter_map(|c| c.line.as_ref()).collect();
-    match fs::symlink_metadata(out) {
-        Ok(m) if m.file_type().is_symlink() => {
-            // replaced by the new file, as ZODB's repozo does
-            return Ok(Existing::Unusable("it is a symbolic link".into()));
-        }
-        _ => {}
-    }
-    let file = match File::open(out) {
-        Ok(f) => f,
-        Err(e) => return Ok(Existing::Unusable(format!("cannot open it: {e}"))),
-    };
-    let meta = file.metadata().ctx("stat", out)?;
-    if !meta.is_file() {
-        return Ok(Existing::Unusable("not a regular file".into()));
-    }
-    let len = meta.len();
+    let len = file.metadata().ctx("stat", out)?.len();
     let target = lines.last().map(|l| l.end).unwrap_or(0);
     if len > target {
         return Ok(Existing::Unusable(format!(
@@ -226,32 +307,52 @@ fn examine_existing(
         )));
     }
     let boundary = lines[k - 1].end;
-    let check_from = if opts.quick { k - 1 } else { 0 };
-    for (l, cf) in lines[check_from..k].iter().zip(&chain.files[check_from..k]) {
-        // With -w, FILE's bytes must have the recorded md5; otherwise they
-        // must equal the backup file's bytes (what a full recovery would
-        // write), which is many times cheaper to check than an md5. Either
-        // holds when they have the xxh3 our sums recorded with that md5.
+    let compared: Vec<usize> = if opts.quick {
+        (0..k)
+            .rev()
+            .find(|&i| !lines[i].is_empty())
+            .into_iter()
+            .collect()
+    } else {
+        (0..k).filter(|&i| !lines[i].is_empty()).collect()
+    };
+    // md5 sums of backup files computed on the way, for the -w checks
+    let mut md5s: Vec<Option<String>> = vec![None; chain.files.len()];
+    for i in compared {
+        let (l, cf) = (lines[i], &chain.files[i]);
+        // FILE's bytes must equal the backup file's (what a full recovery
+        // would write). Where our sums know the file, FILE's bytes having
+        // the recorded xxh3 says so at memory speed (-w then checks the
+        // backup file itself below); else they are compared with the
+        // backup file's, hashing it with md5 on the way for -w.
         let fast = match sums.for_line(l) {
             Some(e) => {
-                let (h, n) = crate::sums::hash_range(&file, l.start, l.len()).ctx("read", out)?;
+                let (h, n) = crate::sums::hash_range(file, l.start, l.len()).ctx("read", out)?;
+                crate::progress::read(n);
                 n == l.len() && h == e.content
             }
             None => false,
         };
-        let same = if fast {
-            true
-        } else if opts.with_verify {
-            pipeline::md5_range(&file, out, l.start, l.len())? == l.md5
-        } else {
-            let f = &cf.file;
-            pipeline::same_as_source(&f.path, f.name.gzip, &file, out, l.start)? == Some(l.len())
+        let same = fast || {
+            match same_as_backup(cf, file, out, l.start, opts.with_verify)? {
+                Some((n, md5)) if n == l.len() => {
+                    md5s[i] = md5;
+                    true
+                }
+                _ => false,
+            }
         };
         if !same {
             return Ok(Existing::Unusable(format!(
                 "its bytes {}..{} differ from {} (packed since, another database, or damaged)",
                 l.start, l.end, l.name
             )));
+        }
+    }
+    if opts.with_verify {
+        // where ZODB's repozo reads a backup file, we read that backup file
+        for (cf, md5) in chain.files.iter().zip(md5s) {
+            verify_backup_file(cf, sums, md5, log)?;
         }
     }
     if boundary != len {
@@ -268,15 +369,120 @@ fn examine_existing(
     })
 }
 
+/// Whether a backup file's uncompressed bytes equal `file`'s from `at`:
+/// `Some((length, md5 hex when asked))` when they do, `None` at the first
+/// difference (or when `file` ends first).
+fn same_as_backup(
+    cf: &ChainFile,
+    file: &File,
+    out: &Path,
+    at: u64,
+    want_md5: bool,
+) -> Result<Option<(u64, Option<String>)>> {
+    let f = &cf.file;
+    let mut r = pipeline::open_data(&f.path, f.name.gzip)?;
+    let mut md5 = Md5::new();
+    let mut theirs = crate::buf::AlignedBuf::new(pipeline::CHUNK);
+    let mut mine = crate::buf::AlignedBuf::new(pipeline::CHUNK);
+    let mut n_total = 0u64;
+    loop {
+        let n = match r.read(&mut theirs) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(pipeline::read_error(&f.path, f.name.gzip, e)),
+        };
+        let got = pipeline::read_full_at(file, &mut mine[..n], at + n_total).ctx("read", out)?;
+        crate::progress::read(n as u64);
+        if got < n || mine[..n] != theirs[..n] {
+            return Ok(None);
+        }
+        if want_md5 {
+            md5.update(&theirs[..n]);
+        }
+        n_total += n as u64;
+    }
+    Ok(Some((
+        n_total,
+        want_md5.then(|| pipeline::hex(&md5.finalize())),
+    )))
+}
+
+/// `-w`: check a backup file as a full recovery does: its size, and its
+/// md5 (`md5`, when already computed; else by the xxh3 our sums recorded
+/// with that md5 where there is one, a mismatch being settled by the md5).
+/// The errors are the ones a full recovery gives.
+fn verify_backup_file(cf: &ChainFile, sums: &Sums, md5: Option<String>, log: &Log) -> Result<()> {
+    let f = &cf.file;
+    let line = cf.line.as_ref().expect("verify requires a .dat");
+    let mut how = "";
+    let (n, sum) = match md5 {
+        Some(m) => (line.len(), m),
+        None => {
+            let fast = match sums.for_line(line) {
+                Some(e) => {
+                    let (h, n) = crate::sums::hash_data(&f.path, f.name.gzip)?;
+                    check_size(cf, n)?;
+                    h == e.content
+                }
+                None => false,
+            };
+            if fast {
+                how = " (by its fast checksum)";
+                (line.len(), line.md5.clone())
+            } else {
+                let mut m = Md5::new();
+                let n = pipeline::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
+                (n, pipeline::hex(&m.finalize()))
+            }
+        }
+    };
+    check_size(cf, n)?;
+    check_md5(cf, &sum)?;
+    log.note(format_args!(
+        "Checked {} : {n} bytes, md5: {sum}{how}",
+        f.path.display()
+    ));
+    Ok(())
+}
+
+/// A file's uncompressed size must be its `.dat` range's.
+fn check_size(cf: &ChainFile, n: u64) -> Result<()> {
+    match &cf.line {
+        Some(line) if n != line.len() => Err(Error::VerificationFailed(vec![format!(
+            "{} is {n} bytes, should be {} bytes",
+            cf.file.path.display(),
+            line.len()
+        )])),
+        _ => Ok(()),
+    }
+}
+
+/// A file's md5 must be its `.dat` line's.
+fn check_md5(cf: &ChainFile, sum: &str) -> Result<()> {
+    let line = cf.line.as_ref().expect("verify requires a .dat");
+    if sum != line.md5 {
+        return Err(Error::VerificationFailed(vec![format!(
+            "{} has checksum {sum} instead of {}",
+            cf.file.path.display(),
+            line.md5
+        )]));
+    }
+    Ok(())
+}
+
 /// Append the missing increments to an existing FILE that holds the first
-/// `k` files of the chain. A crash leaves FILE a prefix of the new state
-/// (whole files up to a point, perhaps part of one more) that the next run
-/// cuts back to a boundary and completes.
+/// `k` files of the chain. With `-w` every file was checked before (by
+/// [`examine_existing`]), so nothing unchecked is ever written. An I/O
+/// error leaves FILE at the last whole file that is on disk; a crash
+/// leaves FILE a prefix of the new state (whole files up to a point,
+/// perhaps part of one more) that the next run cuts back to a boundary
+/// and completes.
 #[allow(clippy::too_many_arguments)]
 fn recover_incrementally(
     opts: &RecoverOptions,
     chain: &Resolved,
-    sums: &Sums,
+    file: File,
     out: &Path,
     k: usize,
     len: u64,
@@ -294,11 +500,6 @@ fn recover_incrementally(
             missing.len()
         ));
     }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(out)
-        .ctx("open for appending", out)?;
     // the old index describes the old FILE; it goes before FILE changes
     remove_if_present(&target_index)?;
     if truncate {
@@ -318,9 +519,10 @@ fn recover_incrementally(
             dat_file: None,
             orphans: Vec::new(),
         };
+        // (with -w, checked already: copied like any recovery)
         match concat(
             &one,
-            opts.with_verify.then_some(sums),
+            None,
             Dest::File(pipeline::Out::new(&file, out, &flusher)),
             log,
         ) {
@@ -371,15 +573,22 @@ fn recover_to_file(
     log: &Log,
 ) -> Result<Recovered> {
     log.note(format_args!("Recovering file to {}", out.display()));
-    if !opts.full && chain.has_dat && fs::symlink_metadata(out).is_ok() {
-        match examine_existing(opts, chain, sums, out, log)? {
-            Existing::Prefix { k, len, truncate } => {
-                return recover_incrementally(opts, chain, sums, out, k, len, truncate, log);
-            }
-            Existing::Unusable(why) => log.note(format_args!(
+    if !opts.full && chain.has_dat {
+        let why = match open_standby(out, &opts.repository) {
+            Ok(None) => None,
+            Ok(Some(file)) => match examine_existing(opts, chain, sums, &file, out, log)? {
+                Existing::Prefix { k, len, truncate } => {
+                    return recover_incrementally(opts, chain, file, out, k, len, truncate, log);
+                }
+                Existing::Unusable(why) => Some(why),
+            },
+            Err(why) => Some(why),
+        };
+        if let Some(why) = why {
+            log.note(format_args!(
                 "{} cannot be extended ({why}): recovering in full",
                 out.display()
-            )),
+            ));
         }
     }
     check_free_space(chain, out)?;
@@ -528,15 +737,7 @@ fn concat(
                 Some((&mut **w, out_path)),
             )?,
         };
-        if let Some(line) = &cf.line {
-            if n != line.len() {
-                return Err(Error::VerificationFailed(vec![format!(
-                    "{} is {n} bytes, should be {} bytes",
-                    f.path.display(),
-                    line.len()
-                )]));
-            }
-        }
+        check_size(cf, n)?;
         if verify.is_some() {
             let line = cf.line.as_ref().expect("verify requires a .dat");
             let (sum, how) = if fast_ok {
@@ -551,13 +752,7 @@ fn concat(
                 pipeline::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
                 (pipeline::hex(&m.finalize()), "")
             };
-            if sum != line.md5 {
-                return Err(Error::VerificationFailed(vec![format!(
-                    "{} has checksum {sum} instead of {}",
-                    f.path.display(),
-                    line.md5
-                )]));
-            }
+            check_md5(cf, &sum)?;
             log.note(format_args!(
                 "Recovered chunk {} : {n} bytes, md5: {sum}{how}",
                 f.path.display()
