@@ -152,6 +152,8 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
     remove_stale_temporaries(repo, log)?;
     let listing = repo::list(repo)?;
+    // Named first: a backup refused for a stamp in the future writes nothing.
+    let stamp = new_stamp(&listing, log)?;
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
     let size = fstorage::check_magic(&src, &opts.file)?;
@@ -202,7 +204,6 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
         }
     };
 
-    let stamp = new_stamp(&listing, log)?;
     match decision {
         Err(reason) => {
             log.note(format_args!("{}", reason.text()));
@@ -546,10 +547,23 @@ fn decide_full_check(
 }
 
 /// The stamp for a new backup: now, or one second after the newest stamp in
-/// the repository if that is not earlier, so stamps strictly increase.
+/// the repository if that is not earlier, so stamps strictly increase. A
+/// newest stamp more than [`crate::stamp::FUTURE_TOLERANCE`] after now is
+/// an error: a clock is wrong, and naming after it would shift every later
+/// stamp (and what `-D` finds) by that much.
 fn new_stamp(listing: &repo::Listing, log: &Log) -> Result<Stamp> {
     let now = Stamp::now()?;
     match listing.newest_stamp {
+        Some(newest) if crate::stamp::too_far_ahead(newest, now).is_some() => {
+            Err(Error::Clock(format!(
+                "refusing to back up: the repository has a backup stamped {newest}, {} after \
+                 the clock's {now} UTC (more than {} ahead): if the clock is wrong, fix it; \
+                 if it was wrong when that backup was made, move the files stamped after \
+                 {now} out of the repository; nothing was written",
+                crate::verify::human(newest.seconds_since(now)),
+                crate::verify::human(crate::stamp::FUTURE_TOLERANCE),
+            )))
+        }
         Some(newest) if newest >= now => {
             let s = newest.next_second();
             if !s.is_valid() || s.to_string().len() != 19 {

@@ -50,6 +50,9 @@ pub enum Error {
     Locked(PathBuf),
     /// Not enough free space for the recovered file.
     NoSpace { path: PathBuf, need: u64, have: u64 },
+    /// The newest backup is stamped too far after the clock (a clock that
+    /// is wrong now or was wrong then); the message says what to do.
+    Clock(String),
 }
 
 impl Error {
@@ -124,6 +127,7 @@ impl fmt::Display for Error {
                 "not enough free space for {}: need {need} bytes, {have} available",
                 path.display()
             ),
+            Error::Clock(msg) => write!(f, "{msg}"),
         }
     }
 }

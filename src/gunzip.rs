@@ -12,12 +12,19 @@
 //! file, from that member's first byte, goes to flate2, which decides
 //! exactly as it would have from the start: the members before it were
 //! complete and valid either way.
+//!
+//! NUL bytes after a complete member are padding (tape and some copy tools
+//! add them) and are skipped, before another member or the end of the file,
+//! as Python's gzip module skips them (`_GzipReader._read_eof`, which
+//! ZODB's repozo reads with) and as `gzip -t` accepts them at the end.
+//! Anything else that is not a gzip member is an error, and so are NULs
+//! before the first member.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::ptr::NonNull;
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 
 use crate::buf::{AlignedBuf, AlignedReader};
 use crate::pipeline::CHUNK;
@@ -74,7 +81,79 @@ impl Drop for Decompressor {
     }
 }
 
-type Fallback = MultiGzDecoder<io::Chain<Cursor<Vec<u8>>, AlignedReader<File>>>;
+/// The compressed bytes flate2 reads: what the window held, then the file.
+type Src = io::Chain<Cursor<Vec<u8>>, AlignedReader<File>>;
+
+/// flate2, one member at a time, skipping NUL padding between members
+/// and at the end (flate2's own multi-member decoder takes padding for a
+/// bad header).
+struct Fallback {
+    /// The member being decoded; `None` once the file has ended.
+    member: Option<GzDecoder<Src>>,
+    /// A member failed: every later read fails too (never a clean end).
+    failed: bool,
+}
+
+impl Read for Fallback {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "gzip stream failed earlier",
+            ));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some(m) = self.member.as_mut() else {
+                return Ok(0);
+            };
+            match m.read(buf) {
+                Ok(0) => {
+                    // the member ended, its CRC and length checked
+                    let mut src = self.member.take().expect("checked above").into_inner();
+                    match skip_nuls(&mut src) {
+                        Ok(true) => self.member = Some(GzDecoder::new(src)),
+                        Ok(false) => return Ok(0),
+                        Err(e) => {
+                            self.failed = true;
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        self.failed = true;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Skip NUL bytes: `Ok(true)` when another byte follows them, `Ok(false)`
+/// at the end of the input.
+fn skip_nuls<R: io::BufRead>(r: &mut R) -> io::Result<bool> {
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let n = buf.iter().take_while(|&&b| b == 0).count();
+        let more = n < buf.len();
+        r.consume(n);
+        if more {
+            return Ok(true);
+        }
+    }
+}
 
 /// The uncompressed bytes of a gzip file, as one stream.
 pub struct GzReader {
@@ -145,10 +224,27 @@ impl Fast {
         Ok(())
     }
 
+    /// Skip NUL padding after a member (see the module docs), reading on
+    /// until a byte that is not NUL or the end of the file.
+    fn skip_padding(&mut self) -> io::Result<()> {
+        loop {
+            let window = &self.input[self.start..self.end];
+            self.start += window.iter().take_while(|&&b| b == 0).count();
+            if self.start < self.end || self.eof {
+                return Ok(());
+            }
+            self.refill()?;
+        }
+    }
+
     /// Decode the next member into `out`. `Ok(false)` at the end of the
     /// file, or when flate2 must take over (see the module docs).
     fn next_member(&mut self) -> io::Result<bool> {
         self.refill()?;
+        if self.decoded_any {
+            self.skip_padding()?;
+            self.refill()?;
+        }
         if self.start == self.end && self.eof && self.decoded_any {
             return Ok(false);
         }
@@ -172,7 +268,10 @@ impl Fast {
     fn into_fallback(self) -> Fallback {
         let rest = self.input[self.start..self.end].to_vec();
         let file = AlignedReader::with_capacity(CHUNK, self.file);
-        MultiGzDecoder::new(Cursor::new(rest).chain(file))
+        Fallback {
+            member: Some(GzDecoder::new(Cursor::new(rest).chain(file))),
+            failed: false,
+        }
     }
 }
 
@@ -315,5 +414,86 @@ mod tests {
         let mut trailing = ours.clone();
         trailing.extend_from_slice(b"garbage");
         assert_eq!(read_all(&trailing).is_err(), flate2_all(&trailing).is_err());
+    }
+
+    /// A ZODB `-z` file: one member for the whole file.
+    fn python_gzip(plain: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+        e.write_all(plain).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Regression (issue 19, case 9): NUL padding after a member is
+    /// skipped, at the end and between members, on both paths (our 1 MiB
+    /// members and flate2's single member), as Python's gzip module reads
+    /// it; padding longer than the read-ahead window too.
+    #[test]
+    fn nul_padding_after_a_member_is_skipped() {
+        let plain = data(3 * CHUNK + 99);
+        let ours = our_gzip(&plain);
+        let one = python_gzip(&plain);
+        let pad = |v: &[u8], n: usize| {
+            let mut v = v.to_vec();
+            v.resize(v.len() + n, 0);
+            v
+        };
+        for base in [&ours, &one] {
+            for n in [1, 7, 512, 10_240, WINDOW + 3, 3 * WINDOW] {
+                assert_eq!(read_all(&pad(base, n)).unwrap(), plain, "{n} NULs");
+            }
+            // between members, then another member, then padding again
+            let mut two = pad(base, 5000);
+            two.extend_from_slice(&one);
+            two = pad(&two, 3);
+            two.extend_from_slice(&ours);
+            let mut want = plain.clone();
+            want.extend_from_slice(&plain);
+            want.extend_from_slice(&plain);
+            assert_eq!(read_all(&two).unwrap(), want);
+        }
+        // padding between our small members (the fast path throughout)
+        let mut c = crate::pipeline::compressor();
+        let mut small = crate::pipeline::gzip_member(&mut c, b"ab").unwrap();
+        small.extend_from_slice(&[0; 100]);
+        small.extend(crate::pipeline::gzip_member(&mut c, b"cd").unwrap());
+        small.extend_from_slice(&[0; 3]);
+        assert_eq!(read_all(&small).unwrap(), b"abcd");
+    }
+
+    /// What is not NUL padding is still an error: NULs before the first
+    /// member, anything else after a member (before or after NULs), a
+    /// member cut short after padding, a file of NULs.
+    #[test]
+    fn only_nul_padding_after_a_member_is_accepted() {
+        let plain = data(2 * CHUNK + 5);
+        for base in [our_gzip(&plain), python_gzip(&plain)] {
+            let mut lead = vec![0u8; 16];
+            lead.extend_from_slice(&base);
+            assert!(read_all(&lead).is_err(), "leading NULs");
+            for tail in [
+                &b"garbage"[..],
+                b"\0\0\0\x01",
+                b"\0\0\x1f",
+                b"\x1f\x8b",
+                b"\0\0\0\0\0\0\0\0\xff\0\0\0",
+                b" ",
+            ] {
+                let mut v = base.clone();
+                v.extend_from_slice(tail);
+                assert!(read_all(&v).is_err(), "tail {tail:?}");
+            }
+            let mut cut = base.clone();
+            cut.extend_from_slice(&[0; 9]);
+            cut.extend_from_slice(&base[..base.len() / 2]);
+            assert!(read_all(&cut).is_err(), "a member cut short after padding");
+            // a damaged member after padding
+            let mut bad = base.clone();
+            bad.extend_from_slice(&[0; 9]);
+            let at = bad.len() + base.len() / 2;
+            bad.extend_from_slice(&base);
+            bad[at] ^= 0x40;
+            assert!(read_all(&bad).is_err(), "a damaged member after padding");
+        }
+        assert!(read_all(&[0; 64]).is_err(), "a file of NULs");
     }
 }

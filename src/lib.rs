@@ -72,10 +72,11 @@ pub struct Log {
 }
 
 impl Log {
-    /// Print a note when verbose.
+    /// Print a note when verbose (a write error is ignored, see
+    /// [`stderr_line`]).
     pub fn note(&self, args: fmt::Arguments<'_>) {
         if self.verbose {
-            eprintln!("{args}");
+            stderr_line(args);
         }
     }
 
@@ -93,6 +94,25 @@ impl Log {
     }
 }
 
+/// Write one line to stderr, ignoring any error: a closed or broken
+/// stderr (`repozo -v ... 2>&1 | head -1`) must never stop a run, least of
+/// all between publishing a file and recording it (`eprintln!` panics when
+/// the write fails). Every line the tool writes to stderr goes through here.
+pub fn stderr_line(args: fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
+}
+
+/// Write `text` to stdout and flush it; a failure (a closed pipe) is an
+/// error naming `<stdout>`, never a panic.
+pub fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("write", std::path::Path::new("<stdout>"), e))
+}
+
 /// Warnings of this run, printed when it succeeds (see [`Log::warn`]).
 static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
@@ -108,7 +128,7 @@ pub fn run(opts: &cli::Options) -> Result<()> {
     let warnings = std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()));
     let what = what?;
     for w in warnings {
-        eprintln!("{w}");
+        stderr_line(format_args!("{w}"));
     }
     log.note(format_args!("{}", progress::summary(&what, started)));
     Ok(())

@@ -217,7 +217,8 @@ pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     } else {
         to_text(&chains)
     };
-    print!("{text}");
+    // a closed stdout is an error (exit 1), never a panic
+    crate::write_stdout(&text)?;
     Ok(chains)
 }
 

@@ -3,33 +3,28 @@
 use std::process::ExitCode;
 
 use repozo::cli::{self, Command, USAGE};
-use repozo::Error;
+use repozo::{stderr_line, write_stdout, Error};
 
 fn main() -> ExitCode {
     let result = cli::parse(std::env::args_os().skip(1)).and_then(|cmd| match cmd {
-        Command::Help => {
-            print!("{USAGE}");
-            Ok(())
-        }
-        Command::Version => {
-            println!("repozo {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        Command::Help => write_stdout(USAGE),
+        Command::Version => write_stdout(&format!("repozo {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Run(opts) => repozo::run(&opts),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // stderr may be closed too: nothing here may panic
             if e.wants_usage() {
-                eprint!("{USAGE}");
+                stderr_line(format_args!("{}", USAGE.trim_end_matches('\n')));
             }
             match &e {
                 Error::VerificationFailed(lines) => {
                     for l in lines {
-                        eprintln!("repozo: {l}");
+                        stderr_line(format_args!("repozo: {l}"));
                     }
                 }
-                _ => eprintln!("repozo: {e}"),
+                _ => stderr_line(format_args!("repozo: {e}")),
             }
             ExitCode::from(e.exit_code() as u8)
         }

@@ -13,6 +13,21 @@ use crate::error::{Error, Result};
 /// for tests (ZODB's repozo has the same hook as `options.test_now`).
 pub const NOW_ENV: &str = "REPOZO_TEST_NOW";
 
+/// How far (seconds) the newest stamp in a repository may lie after the
+/// clock: one hour. Within it a new backup is named one second after the
+/// newest (stamps strictly increase); beyond it a clock is wrong, now or
+/// when those backups were made: `-B` refuses to run (naming the backup
+/// after the future stamp would make every later stamp wrong and `-D`
+/// with a real date return an older state) and `-V --max-age` fails.
+pub const FUTURE_TOLERANCE: i64 = 3600;
+
+/// `Some(seconds)` when `newest` lies after `now` by more than
+/// [`FUTURE_TOLERANCE`].
+pub fn too_far_ahead(newest: Stamp, now: Stamp) -> Option<i64> {
+    let ahead = newest.seconds_since(now);
+    (ahead > FUTURE_TOLERANCE).then_some(ahead)
+}
+
 /// One UTC second, compared field by field (which is also the order of the
 /// names, since every field has a fixed width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -280,6 +295,19 @@ mod tests {
         // full sorts before an increment of the same second
         let f = DataName::parse("2026-11-20-05-06-07.fs").unwrap();
         assert!(f < n);
+    }
+
+    #[test]
+    fn future_tolerance() {
+        let now = st("2026-11-20-12-00-00");
+        assert_eq!(too_far_ahead(now, now), None);
+        assert_eq!(too_far_ahead(st("2026-11-20-13-00-00"), now), None);
+        assert_eq!(too_far_ahead(st("2026-11-20-13-00-01"), now), Some(3601));
+        assert_eq!(too_far_ahead(st("2025-11-20-13-00-01"), now), None);
+        assert_eq!(
+            too_far_ahead(st("2027-11-20-12-00-00"), now),
+            Some(365 * 86400)
+        );
     }
 
     #[test]

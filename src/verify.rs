@@ -61,12 +61,25 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     let mut bad = Vec::new();
     if let Some(max) = opts.max_age {
         let newest = chain.last().expect("chain not empty").name.stamp;
-        let age = Stamp::now()?.seconds_since(newest);
+        let now = Stamp::now()?;
+        let age = now.seconds_since(newest);
         log.note(format_args!(
             "the newest backup is {newest}, {} old",
             human(age)
         ));
-        if age > max as i64 {
+        // A stamp far in the future (any file's, as `-B` sees them) means
+        // a wrong clock: backups refuse to run, and an age below zero
+        // would keep this check quiet for as long as the stamp is ahead.
+        let newest_any = listing.newest_stamp.map_or(newest, |s| s.max(newest));
+        if let Some(ahead) = crate::stamp::too_far_ahead(newest_any, now) {
+            bad.push(format!(
+                "the newest backup, {newest_any}, is stamped {} after the clock's {now} UTC \
+                 (more than {} ahead): a clock is wrong, and backups refuse to run until it \
+                 is fixed or the files stamped after {now} are moved out of the repository",
+                human(ahead),
+                human(crate::stamp::FUTURE_TOLERANCE)
+            ));
+        } else if age > max as i64 {
             bad.push(format!(
                 "the newest backup, {newest}, is {} old (more than {})",
                 human(age),
