@@ -14,6 +14,7 @@ mod index;
 mod montecarlo;
 mod recover;
 mod reliability;
+mod review_chains;
 mod source;
 mod sums;
 mod verify;
