@@ -100,52 +100,50 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     repo::check_dir(repo)?;
     let _lock = lock::lock(repo, true, log)?;
     let outcome = backup_locked(opts, log)?;
+    // the backup is committed: what follows is best effort
     if let Some(n) = opts.keep {
-        retain(repo, n, log)?;
+        retain(repo, n, log);
     }
     Ok(outcome)
 }
 
 /// `--keep N`: keep the N newest full backups with everything after them;
-/// remove the data files, `.dat` and `.index` of every older chain. The
-/// chain just written to is the newest, so it is always kept.
-pub fn retain(repo: &Path, keep: usize, log: &Log) -> Result<u64> {
-    let listing = repo::list(repo)?;
-    let fulls: Vec<&DataFile> = listing.files.iter().filter(|f| f.is_full()).collect();
+/// remove the data files, `.dat` and `.index` of every older chain (see
+/// [`remove_chains_before`]). The chain just written to is the newest, so
+/// it is always kept. Best effort, after a committed backup: a failure is a
+/// warning and the next run with `--keep` tries again. Returns the bytes
+/// freed.
+pub fn retain(repo: &Path, keep: usize, log: &Log) -> u64 {
+    let listing = match repo::list(repo) {
+        Ok(l) => l,
+        Err(e) => {
+            log.warn(format_args!(
+                "--keep {keep}: nothing removed: {e}; the next run tries again"
+            ));
+            return 0;
+        }
+    };
+    let mut fulls: Vec<Stamp> = listing
+        .files
+        .iter()
+        .filter(|f| f.is_full())
+        .map(|f| f.name.stamp)
+        .collect();
+    fulls.dedup();
     if keep == 0 || fulls.len() <= keep {
         log.note(format_args!(
             "--keep {keep}: {} full backup(s), nothing to remove",
             fulls.len()
         ));
-        return Ok(0);
+        return 0;
     }
-    let oldest_kept = fulls[fulls.len() - keep].name.clone();
-    let mut freed = 0u64;
-    let mut removed = 0usize;
-    for f in listing.files.iter().filter(|f| f.name < oldest_kept) {
-        for p in [
-            f.path.clone(),
-            repo.join(f.name.index_name()),
-            repo.join(f.name.dat_name()),
-        ] {
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) => {
-                    std::fs::remove_file(&p).ctx("remove", &p)?;
-                    freed += m.len();
-                    log.note(format_args!("--keep {keep}: removed {}", p.display()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("inspect", &p, e)),
-            }
-        }
-        removed += 1;
-    }
-    freed += prune_orphaned(repo, oldest_kept.stamp, log)?;
-    durable::sync_dir(repo)?;
+    let oldest_kept = fulls[fulls.len() - keep];
+    let what = format!("--keep {keep}");
+    let (removed, freed) = remove_chains_before(repo, oldest_kept, &what, log);
     log.note(format_args!(
-        "--keep {keep}: removed {removed} data file(s) of older chains, {freed} bytes freed"
+        "{what}: removed {removed} data file(s) of older chains, {freed} bytes freed"
     ));
-    Ok(freed)
+    freed
 }
 
 fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
@@ -169,8 +167,15 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     } else {
         match repo::resolve_in(repo, &listing, None, log) {
             // a chain that recovery could not use: start a new one
-            Err(e @ (Error::BadDat { .. } | Error::MissingFile { .. })) => {
+            // (its files stay: a file a .dat lists is never set aside)
+            Err(
+                e @ (Error::BadDat { .. } | Error::MissingFile { .. } | Error::SameStamp { .. }),
+            ) => {
                 log.note(format_args!("the newest chain cannot be extended: {e}"));
+                log.warn(format_args!(
+                    "the newest chain cannot be extended ({e}): this backup starts a new chain; \
+                     the damaged chain's files are left as they are"
+                ));
                 Err(Reason::BrokenChain)
             }
             // failing to read the repository is not a reason for a new chain
@@ -188,7 +193,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                     .rev()
                     .filter_map(|c| c.line.clone())
                     .find(|l| !l.is_empty());
-                set_aside(repo, &r.orphans, log)?;
+                set_aside(repo, &listing, &r.orphans, log)?;
                 let lines: Vec<Option<DatLine>> = r.files.iter().map(|c| c.line.clone()).collect();
                 chain = r.files.into_iter().map(|c| c.file).collect();
                 dat_file = r.dat_file;
@@ -208,7 +213,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
         Err(reason) => {
             log.note(format_args!("{}", reason.text()));
             let scan = scan_source(opts, &src, size, None, log)?;
-            write_full(opts, &listing, &src, scan, stamp, log)
+            write_full(opts, &src, scan, stamp, log)
         }
         Ok(start) => {
             let last = chain.last().expect("an extended chain is not empty");
@@ -225,7 +230,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                 log.note(format_args!(
                     "committed data ends at {end} before the backed-up {start} (full backup)"
                 ));
-                return write_full(opts, &listing, &src, scan, stamp, log);
+                return write_full(opts, &src, scan, stamp, log);
             }
             log.note(format_args!("doing incremental, starting at: {start}"));
             write_incremental(
@@ -734,7 +739,6 @@ fn write_files(
 
 fn write_full(
     opts: &BackupOptions,
-    listing: &repo::Listing,
     src: &File,
     (scan, scan_trusted): (Scan, bool),
     stamp: Stamp,
@@ -780,7 +784,8 @@ fn write_full(
     };
     log.note(format_args!("full backup done: md5 {md5}"));
     if opts.kill_old {
-        delete_old_backups(repo, listing, &name, log)?;
+        // committed: what follows is best effort
+        delete_old_backups(repo, &name, log);
     }
     Ok(Outcome::Full {
         name: name.file_name(),
@@ -956,22 +961,35 @@ fn remove_stale_temporaries(repo: &Path, log: &Log) -> Result<()> {
     Ok(())
 }
 
-/// Move data files that the chain's `.dat` does not list out of the way
-/// (`NAME.orphaned`, with their `.index`), so that neither tool can take
-/// them for part of the chain.
-fn set_aside(repo: &Path, orphans: &[DataFile], log: &Log) -> Result<()> {
+/// Move orphans, data files of the newest chain's span that no `.dat`
+/// lists, out of the way (`NAME.orphaned`), so that neither tool can take
+/// them for part of the chain. Their `.index` goes with them unless a data
+/// file that stays has the same stamp and so owns it (ZODB's repozo writes
+/// one `.index` for a full backup and an increment made in one second).
+/// Nothing is overwritten: a name already taken gets a number
+/// (`NAME.2.orphaned`).
+fn set_aside(repo: &Path, listing: &repo::Listing, orphans: &[DataFile], log: &Log) -> Result<()> {
     if orphans.is_empty() {
         return Ok(());
     }
     for f in orphans {
-        let mut to = f.path.clone().into_os_string();
-        to.push(".orphaned");
+        let to = rename_aside(&f.path)?;
         log.note(format_args!(
-            "setting aside {} (not listed in its chain's .dat) as {}",
+            "setting aside {} (no .dat lists it) as {}",
             f.path.display(),
-            PathBuf::from(&to).display()
+            to.display()
         ));
-        std::fs::rename(&f.path, &to).ctx("set aside", &f.path)?;
+        let owned = listing
+            .files
+            .iter()
+            .any(|o| o.name.stamp == f.name.stamp && !orphans.contains(o));
+        if owned {
+            log.note(format_args!(
+                "keeping {}: it belongs to a data file with the same stamp",
+                repo::index_path(repo, f).display()
+            ));
+            continue;
+        }
         let index = repo::index_path(repo, f);
         let index_exists = match std::fs::symlink_metadata(&index) {
             Ok(_) => true,
@@ -979,63 +997,187 @@ fn set_aside(repo: &Path, orphans: &[DataFile], log: &Log) -> Result<()> {
             Err(e) => return Err(Error::io("inspect", &index, e)),
         };
         if index_exists {
-            let mut ito = index.clone().into_os_string();
-            ito.push(".orphaned");
-            std::fs::rename(&index, &ito).ctx("set aside", &index)?;
+            rename_aside(&index)?;
         }
     }
     durable::sync_dir(repo)
 }
 
-/// `-k`: remove every data file older than the full backup just written,
-/// with its `.dat` and `.index`.
-fn delete_old_backups(
-    repo: &Path,
-    listing: &repo::Listing,
-    keep: &DataName,
-    log: &Log,
-) -> Result<()> {
-    for f in &listing.files {
-        if f.name >= *keep {
-            continue;
+/// Rename `path` to `path.orphaned` (or `path.N.orphaned` when that is
+/// taken), never over an existing file. Returns the new name.
+fn rename_aside(path: &Path) -> Result<PathBuf> {
+    for n in 1u32.. {
+        let mut to = path.as_os_str().to_owned();
+        if n > 1 {
+            to.push(format!(".{n}"));
         }
-        log.note(format_args!(
-            "removing old backup file {} (and .dat / .index)",
-            f.file_name()
-        ));
-        for extra in [f.name.dat_name(), f.name.index_name()] {
-            let p = repo.join(extra);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove", &p, e)),
+        to.push(".orphaned");
+        let to = PathBuf::from(to);
+        match durable::rename_noreplace(path, &to) {
+            Ok(()) => return Ok(to),
+            Err(Error::WouldOverwrite(_)) if n < 1000 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// `-k`: after a full backup stamped `keep`, remove every older chain and
+/// stray increment with its `.dat` and `.index` files, and the files set
+/// aside before it. Best effort (the backup is committed): see
+/// [`remove_chains_before`].
+fn delete_old_backups(repo: &Path, keep: &DataName, log: &Log) {
+    log.note(format_args!(
+        "removing the backups older than {} (-k)",
+        keep.file_name()
+    ));
+    remove_chains_before(repo, keep.stamp, "-k", log);
+}
+
+/// Remove every chain whose head is stamped before `before` (its `.dat`,
+/// its data files, wherever their stamps fall, and their `.index` files),
+/// the increments stamped before every chain, and what is left of chains
+/// removed before (see [`prune_leftovers`]). The repository is listed now, after any
+/// orphan was set aside. A chain's `.dat` goes first; when it cannot be
+/// removed, the chain's files stay with it, whole. An `.index` whose stamp
+/// a data file that stays also has is that file's and stays. Best effort,
+/// for the cleanup after a committed backup: each failure is a warning
+/// (printed when the run ends) and the next run tries again. Returns the
+/// data files removed and the bytes freed.
+fn remove_chains_before(repo: &Path, before: Stamp, what: &str, log: &Log) -> (usize, u64) {
+    let warn = |e: &dyn std::fmt::Display| {
+        log.warn(format_args!("{what}: {e}; the next run tries again"));
+    };
+    let listing = match repo::list(repo) {
+        Ok(l) => l,
+        Err(e) => {
+            warn(&e);
+            return (0, 0);
+        }
+    };
+    let (strays, groups) = repo::groups(repo, &listing);
+    let mut doomed: Vec<(Option<Stamp>, Vec<DataFile>)> = Vec::new();
+    if !strays.is_empty() {
+        doomed.push((None, strays));
+    }
+    for g in groups.into_iter().filter(|g| g.head < before) {
+        doomed.push((Some(g.head), g.files));
+    }
+    let going: std::collections::HashSet<&Path> = doomed
+        .iter()
+        .flat_map(|(_, files)| files.iter().map(|f| f.path.as_path()))
+        .collect();
+    let staying: std::collections::HashSet<Stamp> = listing
+        .files
+        .iter()
+        .filter(|f| !going.contains(f.path.as_path()))
+        .map(|f| f.name.stamp)
+        .collect();
+    let mut freed = 0u64;
+    let mut removed = 0usize;
+    let mut tried: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut remove = |p: &Path| -> bool {
+        tried.insert(p.to_path_buf());
+        let len = match std::fs::symlink_metadata(p) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            Err(e) => {
+                warn(&Error::io("inspect", p, e));
+                return false;
+            }
+        };
+        match std::fs::remove_file(p) {
+            Ok(()) => {
+                freed += len;
+                log.note(format_args!("{what}: removed {}", p.display()));
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => {
+                warn(&Error::io("remove", p, e));
+                false
             }
         }
-        std::fs::remove_file(&f.path).ctx("remove", &f.path)?;
+    };
+    for (head, files) in &doomed {
+        if let Some(h) = head {
+            if !remove(&repo::dat_path_at(repo, *h)) {
+                continue;
+            }
+        }
+        for f in files {
+            if !staying.contains(&f.name.stamp) {
+                remove(&repo::index_path(repo, f));
+            }
+            if remove(&f.path) {
+                removed += 1;
+            }
+        }
     }
-    prune_orphaned(repo, keep.stamp, log)?;
-    durable::sync_dir(repo)
+    freed += prune_leftovers(repo, before, &staying, &tried, what, log);
+    if let Err(e) = durable::sync_dir(repo) {
+        warn(&e);
+    }
+    (removed, freed)
 }
 
-/// Remove files set aside as `*.orphaned` whose stamp is before `before`:
-/// they belong to chains that are gone. Returns the bytes freed.
-fn prune_orphaned(repo: &Path, before: Stamp, log: &Log) -> Result<u64> {
+/// Remove what is left of chains that are gone: files set aside as
+/// `*.orphaned` stamped before `before`, and `.index` files stamped before
+/// `before` that no data file that stays has the stamp of (left by a run
+/// that could not finish removing). Best effort, like
+/// [`remove_chains_before`]. Returns the bytes freed.
+fn prune_leftovers(
+    repo: &Path,
+    before: Stamp,
+    staying: &std::collections::HashSet<Stamp>,
+    tried: &std::collections::HashSet<PathBuf>,
+    what: &str,
+    log: &Log,
+) -> u64 {
+    let warn = |e: Error| log.warn(format_args!("{what}: {e}; the next run tries again"));
+    let entries = match std::fs::read_dir(repo) {
+        Ok(it) => it,
+        Err(e) => {
+            warn(Error::io("list", repo, e));
+            return 0;
+        }
+    };
     let mut freed = 0;
-    for entry in std::fs::read_dir(repo).ctx("list", repo)? {
-        let entry = entry.ctx("list", repo)?;
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                warn(Error::io("list", repo, e));
+                return freed;
+            }
+        };
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.ends_with(".orphaned") || name.len() < 19 {
+        let Some(stamp) = name
+            .get(..19)
+            .and_then(|stem| Stamp::parse_date(stem).ok())
+            .filter(|st| *st < before)
+        else {
+            continue;
+        };
+        let leftover =
+            name.ends_with(".orphaned") || (&name[19..] == ".index" && !staying.contains(&stamp));
+        if !leftover {
             continue;
         }
-        let old = Stamp::parse_date(&name[..19]).is_ok_and(|st| st < before);
-        if old {
-            let p = entry.path();
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&p).ctx("remove", &p)?;
-            log.note(format_args!("removed {}", p.display()));
-            freed += len;
+        let p = entry.path();
+        if tried.contains(&p) {
+            continue;
+        }
+        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {
+                log.note(format_args!("{what}: removed {}", p.display()));
+                freed += len;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn(Error::io("remove", &p, e)),
         }
     }
-    Ok(freed)
+    freed
 }

@@ -37,6 +37,13 @@ pub enum Error {
     },
     /// A file the chain needs is not in the repository.
     MissingFile { path: PathBuf, listed_in: PathBuf },
+    /// Two full backups with one stamp (`.fs` and `.fsz`) and no `.dat` to
+    /// say which one heads the chain.
+    SameStamp {
+        first: PathBuf,
+        second: PathBuf,
+        dat: PathBuf,
+    },
     /// A `-D` argument that is not `yyyy-mm-dd[-hh[-mm[-ss]]]`.
     BadDate(String),
     /// A gzip data file that cannot be decompressed.
@@ -103,6 +110,13 @@ impl fmt::Display for Error {
                 "{} is missing (listed in {}); refusing to recover an incomplete chain",
                 path.display(),
                 listed_in.display()
+            ),
+            Error::SameStamp { first, second, dat } => write!(
+                f,
+                "{} and {} are both full backups with one stamp and there is no {} to say which one heads the chain; move the wrong one away",
+                first.display(),
+                second.display(),
+                dat.display()
             ),
             Error::BadDate(s) => write!(
                 f,

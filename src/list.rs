@@ -71,18 +71,9 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     repo::check_dir(repo_dir)?;
     let _lock = lock::lock(repo_dir, false, log)?;
     let listing = repo::list(repo_dir)?;
-    // split the listing into chains at each full backup
-    let mut groups: Vec<Vec<DataFile>> = Vec::new();
-    let mut strays: Vec<DataFile> = Vec::new();
-    for f in listing.files {
-        if f.is_full() {
-            groups.push(vec![f]);
-        } else if let Some(g) = groups.last_mut() {
-            g.push(f);
-        } else {
-            strays.push(f);
-        }
-    }
+    // chains are named by their full backups and by their .dat files; a
+    // file a .dat lists is in that chain, wherever its stamp falls
+    let (strays, groups) = repo::groups(repo_dir, &listing);
     let mut out = Vec::new();
     if !strays.is_empty() {
         out.push(ChainReport {
@@ -94,7 +85,7 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
         });
     }
     for g in groups {
-        out.push(describe_chain(repo_dir, &g)?);
+        out.push(describe_chain(repo_dir, g.head, &g.files)?);
     }
     Ok(out)
 }
@@ -112,11 +103,14 @@ fn report_unlisted(f: &DataFile) -> FileReport {
     }
 }
 
-fn describe_chain(repo_dir: &std::path::Path, files: &[DataFile]) -> Result<ChainReport> {
-    let head = &files[0];
-    let dat_path = repo::dat_path(repo_dir, head);
+fn describe_chain(
+    repo_dir: &std::path::Path,
+    head: Stamp,
+    files: &[DataFile],
+) -> Result<ChainReport> {
+    let dat_path = repo::dat_path_at(repo_dir, head);
     let mut report = ChainReport {
-        head: head.name.stamp,
+        head,
         has_dat: false,
         files: Vec::new(),
         problems: Vec::new(),
@@ -130,13 +124,24 @@ fn describe_chain(repo_dir: &std::path::Path, files: &[DataFile]) -> Result<Chai
         }
     };
     let Some(dat) = dat else {
-        if report.problems.is_empty() {
-            report.problems.push(format!(
-                "no {} (recoverable from the listing only)",
-                head.name.dat_name()
-            ));
-        }
         report.files = files.iter().map(report_unlisted).collect();
+        let fulls: Vec<&DataFile> = files
+            .iter()
+            .filter(|f| f.is_full() && f.name.stamp == head)
+            .collect();
+        if fulls.len() > 1 {
+            report.problems.push(format!(
+                "{} and {} are both full backups stamped {head}; no .dat says which one heads the chain",
+                fulls[0].file_name(),
+                fulls[1].file_name()
+            ));
+            return Ok(report);
+        }
+        if report.problems.is_empty() {
+            report
+                .problems
+                .push(format!("no {head}.dat (recoverable from the listing only)"));
+        }
         report.recoverable = files.iter().map(|f| f.name.stamp).collect();
         return Ok(report);
     };
@@ -162,7 +167,7 @@ fn describe_chain(repo_dir: &std::path::Path, files: &[DataFile]) -> Result<Chai
         };
         let fr = FileReport {
             name: line.name.clone(),
-            stamp: name.as_ref().map(|n| n.stamp).unwrap_or(head.name.stamp),
+            stamp: name.as_ref().map(|n| n.stamp).unwrap_or(head),
             full: name.as_ref().is_some_and(|n| n.kind == Kind::Full),
             gzip,
             range: Some((line.start, line.end)),

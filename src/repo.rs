@@ -4,8 +4,17 @@
 //! Order is by stamp, and a full backup comes before an increment with the
 //! same stamp (ZODB's repozo sorts by name, which puts `X.deltafs` before
 //! `X.fs` and so drops such an increment from every recovery).
+//!
+//! A chain is named by its head stamp `S`: a full backup `S.fs` / `S.fsz`,
+//! or a `S.dat`, which names the chain even when its full backup is gone
+//! (then the chain is missing a file, an error, never a reason to fall back
+//! to an older chain). The chain that recovers a date is the newest head
+//! at or before it. A data file a `.dat` lists belongs to that chain,
+//! wherever its stamp falls (ZODB's repozo, run twice in one second, stamps
+//! an increment of the old chain and the next full backup alike); a data
+//! file in a chain's span that no `.dat` lists is an orphan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::dat::{self, DatFile, DatLine};
@@ -44,6 +53,25 @@ pub struct Listing {
     /// The newest stamp used by any repository entry that carries one
     /// (data, `.dat`, `.index`), so new backups can be named after it.
     pub newest_stamp: Option<Stamp>,
+    /// Stamps of the `.dat` files, oldest first.
+    pub dats: Vec<Stamp>,
+}
+
+impl Listing {
+    /// Chain heads: the stamps of full backups and of `.dat` files, oldest
+    /// first, each once.
+    pub fn heads(&self) -> Vec<Stamp> {
+        let mut v: Vec<Stamp> = self
+            .files
+            .iter()
+            .filter(|f| f.is_full())
+            .map(|f| f.name.stamp)
+            .chain(self.dats.iter().copied())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 /// Check that the repository exists and is a directory.
@@ -76,6 +104,12 @@ pub fn list(repo: &Path) -> Result<Listing> {
                 if let Ok(st) = Stamp::parse_date(stem) {
                     if stem.len() == 19 {
                         out.newest_stamp = out.newest_stamp.max(Some(st));
+                        // a .dat names a chain, even without its full backup
+                        if ext == "dat"
+                            && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+                        {
+                            out.dats.push(st);
+                        }
                     }
                 }
             }
@@ -102,31 +136,144 @@ pub fn list(repo: &Path) -> Result<Listing> {
         out.files.push(DataFile { name, path });
     }
     out.files.sort();
+    out.dats.sort();
     Ok(out)
 }
 
+/// The head of the chain that recovers the state as of `until` (`None`:
+/// the newest state): the newest head stamped at or before `until`.
+pub fn head_at(listing: &Listing, until: Option<Stamp>) -> Option<Stamp> {
+    listing
+        .heads()
+        .into_iter()
+        .rev()
+        .find(|h| until.is_none_or(|u| *h <= u))
+}
+
 /// The chain that recovers the state as of `until` (`None`: the newest
-/// state): the newest full backup stamped at or before `until`, then its
-/// increments stamped up to `until`.
-pub fn chain_at(files: &[DataFile], until: Option<Stamp>) -> Vec<DataFile> {
-    let upto: Vec<&DataFile> = files
+/// state), from the listing alone: its head and the data files stamped
+/// from the head up to `until` (its span), oldest first.
+pub fn chain_at(listing: &Listing, until: Option<Stamp>) -> Option<(Stamp, Vec<DataFile>)> {
+    let head = head_at(listing, until)?;
+    let files = listing
+        .files
         .iter()
-        .filter(|f| until.is_none_or(|u| f.name.stamp <= u))
+        .filter(|f| f.name.stamp >= head && until.is_none_or(|u| f.name.stamp <= u))
+        .cloned()
         .collect();
-    match upto.iter().rposition(|f| f.is_full()) {
-        Some(i) => upto[i..].iter().map(|f| (*f).clone()).collect(),
-        None => Vec::new(),
-    }
+    Some((head, files))
 }
 
 /// The `.dat` file of the chain headed by `full`.
 pub fn dat_path(repo: &Path, full: &DataFile) -> PathBuf {
-    repo.join(full.name.dat_name())
+    dat_path_at(repo, full.name.stamp)
+}
+
+/// The `.dat` file of the chain whose head is stamped `head`.
+pub fn dat_path_at(repo: &Path, head: Stamp) -> PathBuf {
+    repo.join(format!("{head}.dat"))
 }
 
 /// The `.index` file beside a data file.
 pub fn index_path(repo: &Path, file: &DataFile) -> PathBuf {
     repo.join(file.name.index_name())
+}
+
+/// The chain that recovers a date, before its files are checked against
+/// its `.dat`.
+#[derive(Clone, Debug)]
+pub struct Span {
+    pub head: Stamp,
+    /// The data files stamped from the head up to the date, oldest first.
+    pub files: Vec<DataFile>,
+    /// The chain's `.dat` path.
+    pub dat: PathBuf,
+    /// The parsed `.dat`, `None` when there is none.
+    pub dat_file: Option<DatFile>,
+}
+
+/// The chain that recovers `until` (`None`: newest) with its `.dat` read;
+/// `None` when no chain begins at or before `until`.
+pub fn span_at(repo_dir: &Path, listing: &Listing, until: Option<Stamp>) -> Result<Option<Span>> {
+    let Some((head, files)) = chain_at(listing, until) else {
+        return Ok(None);
+    };
+    let dat = dat_path_at(repo_dir, head);
+    let dat_file = dat::read(&dat)?;
+    Ok(Some(Span {
+        head,
+        files,
+        dat,
+        dat_file,
+    }))
+}
+
+/// The names among `files` that a `.dat` other than the one of the chain
+/// headed at `head` lists: files of another chain. `None` when one of those
+/// `.dat` files cannot be read (then nobody can tell).
+fn listed_elsewhere(
+    repo_dir: &Path,
+    listing: &Listing,
+    head: Stamp,
+    files: &[DataFile],
+    log: &Log,
+) -> Option<HashSet<String>> {
+    let mut out = HashSet::new();
+    if files.is_empty() {
+        return Some(out);
+    }
+    for &s in listing.dats.iter().filter(|s| **s != head) {
+        let p = dat_path_at(repo_dir, s);
+        match dat::read(&p) {
+            Ok(Some(d)) => {
+                for f in files {
+                    let name = f.file_name();
+                    if d.lines.iter().any(|l| l.name == name) && out.insert(name) {
+                        log.note(format_args!(
+                            "{} is listed in {}: part of that chain",
+                            f.path.display(),
+                            p.display()
+                        ));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log.note(format_args!(
+                    "cannot tell which chain lists the files stamped after {head}: {e}"
+                ));
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The data files of `span` that no `.dat` lists (left by a crash between
+/// publishing a file and recording it, or put there by hand): orphans,
+/// never used. A file another chain's `.dat` lists is that chain's, not an
+/// orphan; when another `.dat` cannot be read, nothing is called an orphan.
+/// A chain without a `.dat` has no orphans.
+pub fn orphans(repo_dir: &Path, listing: &Listing, span: &Span, log: &Log) -> Vec<DataFile> {
+    let Some(dat_file) = &span.dat_file else {
+        return Vec::new();
+    };
+    let unlisted: Vec<DataFile> = span
+        .files
+        .iter()
+        .filter(|f| {
+            let name = f.file_name();
+            !dat_file.lines.iter().any(|l| l.name == name)
+        })
+        .cloned()
+        .collect();
+    let Some(elsewhere) = listed_elsewhere(repo_dir, listing, span.head, &unlisted, log) else {
+        return Vec::new();
+    };
+    unlisted
+        .into_iter()
+        .filter(|f| !elsewhere.contains(&f.file_name()))
+        .collect()
 }
 
 /// One file of a resolved chain, with its `.dat` line when there is one.
@@ -145,8 +292,8 @@ pub struct Resolved {
     pub has_dat: bool,
     /// The parsed `.dat` (with its torn last line, if any).
     pub dat_file: Option<DatFile>,
-    /// Data files of the chain's span that its `.dat` does not list (left
-    /// by a crash between publishing a file and recording it): not used.
+    /// Data files of the chain's span that no `.dat` lists (left by a crash
+    /// between publishing a file and recording it): not used.
     pub orphans: Vec<DataFile>,
 }
 
@@ -157,7 +304,9 @@ pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Optio
     resolve_in(repo_dir, &listing, until, log)
 }
 
-/// [`resolve`] over a listing already made.
+/// [`resolve`] over a listing already made. Every file the `.dat` lists up
+/// to `until` must be present, the full backup included: a chain missing a
+/// listed file is an error, never a reason to use an older chain.
 pub fn resolve_in(
     repo_dir: &Path,
     listing: &Listing,
@@ -170,39 +319,27 @@ pub fn resolve_in(
             p.display()
         ));
     }
-    let chain = chain_at(&listing.files, until);
-    let Some(head) = chain.first() else {
+    let Some(span) = span_at(repo_dir, listing, until)? else {
         return Ok(None);
     };
-    let dat_path = dat_path(repo_dir, head);
-    let Some(dat_file) = dat::read(&dat_path)? else {
-        log.note(format_args!(
-            "{} is missing: using the directory listing",
-            dat_path.display()
-        ));
-        return Ok(Some(Resolved {
-            files: chain
-                .into_iter()
-                .map(|file| ChainFile { file, line: None })
-                .collect(),
-            dat: dat_path,
-            has_dat: false,
-            dat_file: None,
-            orphans: Vec::new(),
-        }));
+    let Some(dat_file) = span.dat_file.clone() else {
+        return listing_chain(repo_dir, listing, span, log).map(Some);
     };
+    let dat_path = span.dat.clone();
     if let Some(t) = &dat_file.torn {
         log.note(format_args!(
             "ignoring the torn last line of {} (an interrupted append): {t:?}",
             dat_path.display()
         ));
     }
-    let lines = dat_file.lines.clone();
-    let present: HashMap<String, DataFile> =
-        chain.iter().map(|f| (f.file_name(), f.clone())).collect();
+    let present: HashMap<String, DataFile> = span
+        .files
+        .iter()
+        .map(|f| (f.file_name(), f.clone()))
+        .collect();
     let mut files = Vec::new();
     let mut expected_start = 0u64;
-    for line in lines {
+    for line in dat_file.lines.iter().cloned() {
         let Some(name) = DataName::parse(&line.name) else {
             return Err(Error::BadDat {
                 path: dat_path.clone(),
@@ -225,6 +362,18 @@ pub fn resolve_in(
         }
         expected_start = line.end;
         let Some(file) = present.get(&line.name).cloned() else {
+            let twin = DataName {
+                gzip: !name.gzip,
+                ..name.clone()
+            };
+            if present.contains_key(&twin.file_name()) {
+                log.note(format_args!(
+                    "{} has the stamp of the missing {} but is not the file {} lists",
+                    twin.file_name(),
+                    line.name,
+                    dat_path.display()
+                ));
+            }
             return Err(Error::MissingFile {
                 path: repo_dir.join(&line.name),
                 listed_in: dat_path.clone(),
@@ -235,23 +384,20 @@ pub fn resolve_in(
             line: Some(line),
         });
     }
-    let mut orphans = Vec::new();
-    for f in &chain {
-        if !files.iter().any(|c| c.file.name == f.name) {
-            log.note(format_args!(
-                "ignoring {}: not listed in {}",
-                f.path.display(),
-                dat_path.display()
-            ));
-            orphans.push(f.clone());
-        }
-    }
     if files.is_empty() {
         return Err(Error::BadDat {
             path: dat_path,
             line: 1,
             reason: "lists no file of its chain".into(),
         });
+    }
+    let orphans = orphans(repo_dir, listing, &span, log);
+    for f in &orphans {
+        log.note(format_args!(
+            "ignoring {}: not listed in {}",
+            f.path.display(),
+            dat_path.display()
+        ));
     }
     Ok(Some(Resolved {
         files,
@@ -262,38 +408,143 @@ pub fn resolve_in(
     }))
 }
 
+/// A chain without a `.dat` (ZODB's repozo crashed before writing it, or
+/// it was removed): its files are taken from the listing, the full backup
+/// first, leaving out files another chain's `.dat` lists. Two full backups
+/// with the head's stamp (`.fs` and `.fsz`) are an error naming both:
+/// nothing says which one heads the chain.
+fn listing_chain(repo_dir: &Path, listing: &Listing, span: Span, log: &Log) -> Result<Resolved> {
+    let fulls: Vec<&DataFile> = span
+        .files
+        .iter()
+        .filter(|f| f.is_full() && f.name.stamp == span.head)
+        .collect();
+    match fulls[..] {
+        [_] => {}
+        [] => {
+            return Err(Error::io(
+                "read",
+                &span.dat,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
+            ))
+        }
+        [a, b, ..] => {
+            return Err(Error::SameStamp {
+                first: a.path.clone(),
+                second: b.path.clone(),
+                dat: span.dat.clone(),
+            })
+        }
+    }
+    log.note(format_args!(
+        "{} is missing: using the directory listing",
+        span.dat.display()
+    ));
+    let rest: Vec<DataFile> = span.files[1..].to_vec();
+    let elsewhere = listed_elsewhere(repo_dir, listing, span.head, &rest, log).unwrap_or_default();
+    let files = span
+        .files
+        .into_iter()
+        .filter(|f| !elsewhere.contains(&f.file_name()))
+        .map(|file| ChainFile { file, line: None })
+        .collect();
+    Ok(Resolved {
+        files,
+        dat: span.dat,
+        has_dat: false,
+        dat_file: None,
+        orphans: Vec::new(),
+    })
+}
+
+/// A chain as the directory holds it (for `-L` and for removing old
+/// chains): its head and its data files.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub head: Stamp,
+    /// The data files its `.dat` lists that are present, and the files of
+    /// its span that no `.dat` lists (its orphans, when it has a `.dat`),
+    /// oldest first.
+    pub files: Vec<DataFile>,
+}
+
+/// Every data file of the listing assigned to a chain: the chain whose
+/// `.dat` lists it, else the newest head stamped at or before it. Returns
+/// the increments stamped before every head, then the chains, oldest
+/// first. An unreadable `.dat` claims nothing.
+pub fn groups(repo_dir: &Path, listing: &Listing) -> (Vec<DataFile>, Vec<Group>) {
+    let heads = listing.heads();
+    let mut groups: Vec<Group> = heads
+        .iter()
+        .map(|&head| Group {
+            head,
+            files: Vec::new(),
+        })
+        .collect();
+    let mut claimed: HashMap<String, usize> = HashMap::new();
+    for &s in &listing.dats {
+        let i = heads.binary_search(&s).expect("a .dat stamp is a head");
+        if let Ok(Some(d)) = dat::read(&dat_path_at(repo_dir, s)) {
+            for l in d.lines {
+                claimed.entry(l.name).or_insert(i);
+            }
+        }
+    }
+    let mut strays = Vec::new();
+    for f in &listing.files {
+        let i = match claimed.get(&f.file_name()) {
+            Some(&i) => Some(i),
+            None => heads.iter().rposition(|h| *h <= f.name.stamp),
+        };
+        match i {
+            Some(i) => groups[i].files.push(f.clone()),
+            None => strays.push(f.clone()),
+        }
+    }
+    (strays, groups)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn files(names: &[&str]) -> Vec<DataFile> {
-        let mut v: Vec<DataFile> = names
-            .iter()
-            .map(|n| DataFile {
-                name: DataName::parse(n).unwrap(),
-                path: PathBuf::from(n),
-            })
-            .collect();
-        v.sort();
-        v
+    fn listing(names: &[&str]) -> Listing {
+        let mut out = Listing::default();
+        for n in names {
+            match n.strip_suffix(".dat") {
+                Some(stem) => out.dats.push(Stamp::parse_date(stem).unwrap()),
+                None => out.files.push(DataFile {
+                    name: DataName::parse(n).unwrap(),
+                    path: PathBuf::from(n),
+                }),
+            }
+        }
+        out.files.sort();
+        out.dats.sort();
+        out
     }
 
-    fn names(v: &[DataFile]) -> Vec<String> {
-        v.iter().map(|f| f.file_name()).collect()
+    fn names(chain: Option<(Stamp, Vec<DataFile>)>) -> Vec<String> {
+        chain
+            .map(|(_, v)| v.iter().map(|f| f.file_name()).collect())
+            .unwrap_or_default()
+    }
+
+    fn d(s: &str) -> Option<Stamp> {
+        Some(Stamp::parse_date(s).unwrap())
     }
 
     #[test]
     fn chain_selection() {
-        let all = files(&[
+        let all = listing(&[
             "2026-01-01-00-00-00.fs",
             "2026-01-02-00-00-00.deltafs",
             "2026-01-03-00-00-00.fsz",
             "2026-01-04-00-00-00.deltafsz",
             "2026-01-05-00-00-00.deltafsz",
         ]);
-        let d = |s| Some(Stamp::parse_date(s).unwrap());
         assert_eq!(
-            names(&chain_at(&all, None)),
+            names(chain_at(&all, None)),
             [
                 "2026-01-03-00-00-00.fsz",
                 "2026-01-04-00-00-00.deltafsz",
@@ -301,23 +552,50 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&chain_at(&all, d("2026-01-04"))),
+            names(chain_at(&all, d("2026-01-04"))),
             ["2026-01-03-00-00-00.fsz", "2026-01-04-00-00-00.deltafsz"]
         );
         assert_eq!(
-            names(&chain_at(&all, d("2026-01-02-23-59-59"))),
+            names(chain_at(&all, d("2026-01-02-23-59-59"))),
             ["2026-01-01-00-00-00.fs", "2026-01-02-00-00-00.deltafs"]
         );
-        assert!(chain_at(&all, d("2025-12-31")).is_empty());
+        assert!(chain_at(&all, d("2025-12-31")).is_none());
     }
 
     /// Regression (R1): a full backup and an increment in the same second.
     #[test]
     fn same_second_full_then_increment() {
-        let all = files(&["2026-01-01-00-00-00.deltafs", "2026-01-01-00-00-00.fs"]);
+        let all = listing(&["2026-01-01-00-00-00.deltafs", "2026-01-01-00-00-00.fs"]);
         assert_eq!(
-            names(&chain_at(&all, None)),
+            names(chain_at(&all, None)),
             ["2026-01-01-00-00-00.fs", "2026-01-01-00-00-00.deltafs"]
+        );
+    }
+
+    /// Issue 19 case 6: a `.dat` names a chain whose full backup is gone;
+    /// that chain, not the older one, recovers the dates after its stamp.
+    #[test]
+    fn a_dat_heads_a_chain_without_its_full_backup() {
+        let all = listing(&[
+            "2026-01-01-00-00-00.fs",
+            "2026-01-01-00-00-00.dat",
+            "2026-01-02-00-00-00.deltafs",
+            "2026-01-03-00-00-00.dat",
+            "2026-01-04-00-00-00.deltafs",
+        ]);
+        let (head, files) = chain_at(&all, None).unwrap();
+        assert_eq!(head, d("2026-01-03").unwrap());
+        assert_eq!(
+            files.iter().map(|f| f.file_name()).collect::<Vec<_>>(),
+            ["2026-01-04-00-00-00.deltafs"]
+        );
+        assert_eq!(
+            chain_at(&all, d("2026-01-03-12")).unwrap().0,
+            d("2026-01-03").unwrap()
+        );
+        assert_eq!(
+            names(chain_at(&all, d("2026-01-02"))),
+            ["2026-01-01-00-00-00.fs", "2026-01-02-00-00-00.deltafs"]
         );
     }
 }

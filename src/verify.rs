@@ -13,7 +13,6 @@ use std::path::PathBuf;
 
 use crate::checksum::Md5;
 
-use crate::dat;
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::pipeline;
@@ -46,21 +45,22 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     repo::check_dir(repo_dir)?;
     let _lock = lock::lock(repo_dir, false, log)?;
     let listing = repo::list(repo_dir)?;
-    let chain = repo::chain_at(&listing.files, None);
-    let Some(head) = chain.first() else {
+    // The newest chain, named by its full backup or by its .dat (a .dat
+    // whose full backup is missing is that chain, reported missing below).
+    let Some(span) = repo::span_at(repo_dir, &listing, None)? else {
         return Err(Error::NoFiles("No files in repository".into()));
     };
-    let dat_path = repo::dat_path(repo_dir, head);
-    let dat = dat::read(&dat_path)?.ok_or_else(|| {
-        Error::io(
+    let dat_path = span.dat.clone();
+    let Some(dat) = span.dat_file.clone() else {
+        return Err(Error::io(
             "read",
             &dat_path,
             std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
-        )
-    })?;
+        ));
+    };
     let mut bad = Vec::new();
     if let Some(max) = opts.max_age {
-        let newest = chain.last().expect("chain not empty").name.stamp;
+        let newest = span.files.last().map_or(span.head, |f| f.name.stamp);
         let now = Stamp::now()?;
         let age = now.seconds_since(newest);
         log.note(format_args!(
@@ -93,14 +93,13 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
             dat_path.display()
         ));
     }
-    for f in &chain {
-        if !dat.lines.iter().any(|l| l.name == f.file_name()) {
-            bad.push(format!(
-                "{} is not listed in {} (an orphan: recovery does not use it)",
-                f.path.display(),
-                dat_path.display()
-            ));
-        }
+    // files another chain's .dat lists are that chain's, not orphans
+    for f in repo::orphans(repo_dir, &listing, &span, log) {
+        bad.push(format!(
+            "{} is not listed in {} (an orphan: recovery does not use it)",
+            f.path.display(),
+            dat_path.display()
+        ));
     }
     let sums = crate::sums::Sums::load(repo_dir);
     let mut out = Verified::default();

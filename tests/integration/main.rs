@@ -15,6 +15,7 @@ mod montecarlo;
 mod recover;
 mod reliability;
 mod review_backup;
+mod review_chains;
 mod review_misc;
 mod review_recover;
 mod source;
