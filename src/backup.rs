@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -786,10 +787,7 @@ fn remove_stale_temporaries(repo: &Path, log: &Log) -> Result<()> {
     for entry in entries {
         let entry = entry.ctx("list", repo)?;
         let name = entry.file_name();
-        if name
-            .to_str()
-            .is_some_and(|n| n.starts_with(durable::TEMP_PREFIX))
-        {
+        if name.as_bytes().starts_with(durable::TEMP_PREFIX.as_bytes()) {
             let p = entry.path();
             log.note(format_args!(
                 "removing stale temporary file {}",
@@ -869,11 +867,14 @@ fn prune_orphaned(repo: &Path, before: Stamp, log: &Log) -> Result<u64> {
     for entry in std::fs::read_dir(repo).ctx("list", repo)? {
         let entry = entry.ctx("list", repo)?;
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.ends_with(".orphaned") || name.len() < 19 {
+        let name = name.as_bytes();
+        if !name.ends_with(b".orphaned") || name.len() < 19 {
             continue;
         }
-        let old = Stamp::parse_date(&name[..19]).is_ok_and(|st| st < before);
+        // bytes: a name that is not ours may hold anything, even a
+        // character across byte 19
+        let old = std::str::from_utf8(&name[..19])
+            .is_ok_and(|stem| Stamp::parse_date(stem).is_ok_and(|st| st < before));
         if old {
             let p = entry.path();
             let len = entry.metadata().map(|m| m.len()).unwrap_or(0);

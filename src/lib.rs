@@ -72,10 +72,10 @@ pub struct Log {
 }
 
 impl Log {
-    /// Print a note when verbose.
+    /// Print a note when verbose (on one line: see [`one_line`]).
     pub fn note(&self, args: fmt::Arguments<'_>) {
         if self.verbose {
-            eprintln!("{args}");
+            eprintln!("{}", one_line(&args.to_string()));
         }
     }
 
@@ -84,13 +84,40 @@ impl Log {
     /// run that fails prints its one error line only.
     pub fn warn(&self, args: fmt::Arguments<'_>) {
         let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-        w.push(format!("repozo: warning: {args}"));
+        w.push(format!("repozo: warning: {}", one_line(&args.to_string())));
     }
 
     /// A log that prints no notes (tests).
     pub fn quiet() -> Log {
         Log { verbose: false }
     }
+}
+
+/// A message line as printed: control characters other than tab (a
+/// newline or carriage return in a path, an escape sequence) are shown
+/// escaped (`\n`, `\r`, `\x1b`, `\u{85}`), so that every message stays one
+/// line and cannot drive the terminal. Paths reach messages through
+/// `Path::display`, which shows bytes that are not UTF-8 as U+FFFD.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if bad(c) && (c as u32) < 0x80 => {
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", c as u32));
+            }
+            c if bad(c) => {
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Warnings of this run, printed when it succeeds (see [`Log::warn`]).

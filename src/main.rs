@@ -26,10 +26,10 @@ fn main() -> ExitCode {
             match &e {
                 Error::VerificationFailed(lines) => {
                     for l in lines {
-                        eprintln!("repozo: {l}");
+                        eprintln!("repozo: {}", repozo::one_line(l));
                     }
                 }
-                _ => eprintln!("repozo: {e}"),
+                _ => eprintln!("repozo: {}", repozo::one_line(&e.to_string())),
             }
             ExitCode::from(e.exit_code() as u8)
         }
