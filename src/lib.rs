@@ -205,3 +205,17 @@ fn run_inner(opts: &cli::Options) -> Result<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn messages_stay_one_line() {
+        assert_eq!(one_line("plain\ttab é \u{fffd}"), "plain\ttab é \u{fffd}");
+        assert_eq!(
+            one_line("a\nb\rc\u{1b}[31m\u{7f}\u{85}\u{2028}"),
+            "a\\nb\\rc\\x1b[31m\\x7f\\u{85}\\u{2028}"
+        );
+    }
+}
