@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -946,10 +947,7 @@ fn remove_stale_temporaries(repo: &Path, log: &Log) -> Result<()> {
     for entry in entries {
         let entry = entry.ctx("list", repo)?;
         let name = entry.file_name();
-        if name
-            .to_str()
-            .is_some_and(|n| n.starts_with(durable::TEMP_PREFIX))
-        {
+        if name.as_bytes().starts_with(durable::TEMP_PREFIX.as_bytes()) {
             let p = entry.path();
             log.note(format_args!(
                 "removing stale temporary file {}",

@@ -72,11 +72,11 @@ pub struct Log {
 }
 
 impl Log {
-    /// Print a note when verbose (a write error is ignored, see
-    /// [`stderr_line`]).
+    /// Print a note when verbose, on one line (see [`one_line`]; a write
+    /// error is ignored, see [`stderr_line`]).
     pub fn note(&self, args: fmt::Arguments<'_>) {
         if self.verbose {
-            stderr_line(args);
+            stderr_line(format_args!("{}", one_line(&args.to_string())));
         }
     }
 
@@ -85,7 +85,7 @@ impl Log {
     /// run that fails prints its one error line only.
     pub fn warn(&self, args: fmt::Arguments<'_>) {
         let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-        w.push(format!("repozo: warning: {args}"));
+        w.push(format!("repozo: warning: {}", one_line(&args.to_string())));
     }
 
     /// A log that prints no notes (tests).
@@ -113,6 +113,33 @@ pub fn write_stdout(text: &str) -> Result<()> {
         .map_err(|e| Error::io("write", std::path::Path::new("<stdout>"), e))
 }
 
+/// A message line as printed: control characters other than tab (a
+/// newline or carriage return in a path, an escape sequence) are shown
+/// escaped (`\n`, `\r`, `\x1b`, `\u{85}`), so that every message stays one
+/// line and cannot drive the terminal. Paths reach messages through
+/// `Path::display`, which shows bytes that are not UTF-8 as U+FFFD.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.chars().any(bad) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if bad(c) && (c as u32) < 0x80 => {
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", c as u32));
+            }
+            c if bad(c) => {
+                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// Warnings of this run, printed when it succeeds (see [`Log::warn`]).
 static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
@@ -128,7 +155,7 @@ pub fn run(opts: &cli::Options) -> Result<()> {
     let warnings = std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()));
     let what = what?;
     for w in warnings {
-        stderr_line(format_args!("{w}"));
+        stderr_line(format_args!("{}", one_line(&w)));
     }
     log.note(format_args!("{}", progress::summary(&what, started)));
     Ok(())
@@ -196,5 +223,19 @@ fn run_inner(opts: &cli::Options) -> Result<String> {
             };
             list::list(&o, &log).map(|c| format!("listed {} chain(s)", c.len()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn messages_stay_one_line() {
+        assert_eq!(one_line("plain\ttab é \u{fffd}"), "plain\ttab é \u{fffd}");
+        assert_eq!(
+            one_line("a\nb\rc\u{1b}[31m\u{7f}\u{85}\u{2028}"),
+            "a\\nb\\rc\\x1b[31m\\x7f\\u{85}\\u{2028}"
+        );
     }
 }

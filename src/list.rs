@@ -280,19 +280,23 @@ pub fn to_text(chains: &[ChainReport]) -> String {
             );
         }
         for p in &c.problems {
-            let _ = writeln!(s, "  problem: {p}");
+            let _ = writeln!(s, "  problem: {}", crate::one_line(p));
         }
     }
     s
 }
 
+/// A JSON string. Every string we list is UTF-8 (names are backup names;
+/// a path in a problem message went through `Path::display`, which shows
+/// bytes that are not UTF-8 as U+FFFD); control characters and the line
+/// separators U+2028 and U+2029 are written as `\uXXXX`.
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -361,5 +365,9 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+        assert_eq!(
+            json_str("\u{7f}\u{85}\u{2028}\u{fffd}é\t"),
+            "\"\\u007f\\u0085\\u2028\u{fffd}é\\u0009\""
+        );
     }
 }

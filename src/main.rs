@@ -21,10 +21,10 @@ fn main() -> ExitCode {
             match &e {
                 Error::VerificationFailed(lines) => {
                     for l in lines {
-                        stderr_line(format_args!("repozo: {l}"));
+                        stderr_line(format_args!("repozo: {}", repozo::one_line(l)));
                     }
                 }
-                _ => stderr_line(format_args!("repozo: {e}")),
+                _ => stderr_line(format_args!("repozo: {}", repozo::one_line(&e.to_string()))),
             }
             ExitCode::from(e.exit_code() as u8)
         }

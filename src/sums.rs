@@ -80,13 +80,18 @@ impl Entry {
         )
     }
 
-    fn parse(line: &str) -> Option<Entry> {
-        let f: Vec<&str> = line.split(' ').collect();
+    /// Parse one line (bytes: the file is ours, but may be damaged). The
+    /// name must be a base name in UTF-8 (ours are ASCII backup names).
+    fn parse(line: &[u8]) -> Option<Entry> {
+        let f: Vec<&str> = line
+            .split(|&b| b == b' ')
+            .map(|w| std::str::from_utf8(w).ok())
+            .collect::<Option<_>>()?;
         if f.len() != 7 {
             return None;
         }
         let hex128 = |s: &str| {
-            if s.len() == 32 {
+            if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                 u128::from_str_radix(s, 16).ok()
             } else {
                 None
@@ -109,7 +114,9 @@ impl Entry {
             stored: hex128(f[6])?,
         };
         let md5_ok = e.md5.len() == 32 && e.md5.bytes().all(|b| b.is_ascii_hexdigit());
-        let name_ok = !e.name.is_empty() && !e.name.contains('/');
+        let name_ok = !e.name.is_empty()
+            && !e.name.contains('/')
+            && !e.name.chars().any(|c| c.is_whitespace() || c.is_control());
         (md5_ok && name_ok && e.start <= e.end).then_some(e)
     }
 
@@ -165,11 +172,11 @@ impl Sums {
     pub fn load(repo: &Path) -> Sums {
         let mut entries = HashMap::new();
         let mut indexes = HashMap::new();
-        if let Ok(text) = std::fs::read(repo.join(SUMS_NAME)) {
-            for line in String::from_utf8_lossy(&text).lines() {
+        if let Ok(bytes) = std::fs::read(repo.join(SUMS_NAME)) {
+            for line in bytes.split(|&b| b == b'\n') {
                 if let Some(e) = Entry::parse(line) {
                     entries.insert(e.name.clone(), e);
-                } else if let Some(t) = IndexTrust::parse(line) {
+                } else if let Some(t) = std::str::from_utf8(line).ok().and_then(IndexTrust::parse) {
                     indexes.insert(t.name.clone(), t);
                 }
             }
@@ -316,14 +323,20 @@ mod tests {
     fn lines_round_trip_and_damage_is_skipped() {
         let e = entry("2026-01-01-00-00-00.deltafs");
         let l = e.line();
-        assert_eq!(Entry::parse(l.trim_end()), Some(e.clone()));
+        assert_eq!(Entry::parse(l.trim_end().as_bytes()), Some(e.clone()));
         // every truncation of a line is rejected, never misread
         for cut in 0..l.len() - 1 {
-            let p = Entry::parse(&l[..cut]);
+            let p = Entry::parse(&l.as_bytes()[..cut]);
             assert!(p.is_none() || p == Some(e.clone()), "{:?}", &l[..cut]);
         }
-        assert!(Entry::parse(&l.replace(" 96 ", " x ")).is_none());
-        assert!(Entry::parse(&l.replace(&e.md5, "nothex")).is_none());
+        assert!(Entry::parse(l.replace(" 96 ", " x ").as_bytes()).is_none());
+        assert!(Entry::parse(l.replace(&e.md5, "nothex").as_bytes()).is_none());
+        // a name that is not UTF-8 (never ours) is skipped, not an error
+        let mut bad = b"\xff".to_vec();
+        bad.extend_from_slice(l.trim_end().as_bytes());
+        assert!(Entry::parse(&bad).is_none());
+        // a damaged line whose name holds a CR is not taken for a name
+        assert!(Entry::parse(format!("\r{}", l.trim_end()).as_bytes()).is_none());
     }
 
     #[test]
@@ -360,7 +373,7 @@ mod tests {
     #[test]
     fn an_entry_applies_only_to_the_same_line() {
         let e = entry("a.deltafs");
-        let line = DatLine::parse(&format!("/r/a.deltafs 4 100 {}", e.md5)).unwrap();
+        let line = DatLine::parse(format!("/r/a.deltafs 4 100 {}", e.md5)).unwrap();
         assert!(e.describes(&line));
         for other in [
             format!("/r/a.deltafs 4 101 {}", e.md5),

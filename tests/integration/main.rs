@@ -12,6 +12,7 @@ mod damage;
 mod features;
 mod index;
 mod montecarlo;
+mod paths;
 mod recover;
 mod reliability;
 mod review_backup;
