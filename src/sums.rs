@@ -349,7 +349,7 @@ mod tests {
         let l = t.line();
         assert_eq!(IndexTrust::parse(l.trim_end()), Some(t.clone()));
         // older versions of ours parse entries only: this is not one
-        assert_eq!(Entry::parse(l.trim_end()), None);
+        assert_eq!(Entry::parse(l.trim_end().as_bytes()), None);
         assert_eq!(IndexTrust::parse(entry("a.fs").line().trim_end()), None);
         let dir = tempfile::tempdir().unwrap();
         let log = Log::quiet();
