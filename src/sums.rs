@@ -362,7 +362,7 @@ mod tests {
         assert!(!s.index_trusted(&t.name, 1235, 0xfeed));
         assert!(!s.index_trusted(&t.name, 1234, 0xfeee));
         assert!(s
-            .for_line(&DatLine::parse(&format!("r/a.fs 4 100 {}", entry("a.fs").md5)).unwrap())
+            .for_line(&DatLine::parse(format!("r/a.fs 4 100 {}", entry("a.fs").md5)).unwrap())
             .is_some());
         // gone with its .index
         std::fs::remove_file(dir.path().join(&t.name)).unwrap();
