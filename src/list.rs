@@ -151,6 +151,13 @@ fn describe_chain(
             .problems
             .push(format!("torn last line in the .dat: {t:?}"));
     }
+    if dat.lines.is_empty() {
+        // recovery refuses such a chain (`repo::resolve_in`), so it is
+        // damaged, not an empty success
+        report
+            .problems
+            .push(format!("{head}.dat lists no file of its chain"));
+    }
     let mut seen = BTreeSet::new();
     let mut expected = 0u64;
     let mut broken = false;

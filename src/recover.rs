@@ -65,6 +65,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
     }
     repo::check_dir(repo_dir)?;
     if let Some(out) = &opts.output {
+        check_output_names(out)?;
         refuse_output_in_repository(out, repo_dir)?;
     }
     let _lock = lock::lock(repo_dir, false, log)?;
@@ -182,6 +183,38 @@ fn remove_if_present(p: &Path) -> Result<()> {
 /// the repository. `FILE` could be one of its backups (extended or
 /// replaced, the backup would be lost), and `FILE.part` or `FILE.index`
 /// could take the name of one of its files.
+/// Refuse, before anything is written, an output that cannot be a file:
+/// a name ending in `/`, `.` or `..`, or an existing directory; and one
+/// whose `FILE.part` or `FILE.index` cannot be named (too long, a parent
+/// that is not a directory), instead of failing after writing it all.
+fn check_output_names(out: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = out.as_os_str().as_bytes();
+    let last = bytes.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+    let is_dir = matches!(last, b"" | b"." | b"..") || fs::metadata(out).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        return Err(Error::io(
+            "recover into",
+            out,
+            io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "it names a directory: -o takes the file to write",
+            ),
+        ));
+    }
+    for ext in [".part", ".index"] {
+        let mut p = out.as_os_str().to_os_string();
+        p.push(ext);
+        let p = PathBuf::from(p);
+        match fs::symlink_metadata(&p) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("use", &p, e)),
+        }
+    }
+    Ok(())
+}
+
 fn refuse_output_in_repository(out: &Path, repo: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let dir = parent_dir(out);

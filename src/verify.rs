@@ -60,7 +60,14 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     };
     let mut bad = Vec::new();
     if let Some(max) = opts.max_age {
-        let newest = span.files.last().map_or(span.head, |f| f.name.stamp);
+        // the newest backup made: the newest data file in the repository
+        // (a `.dat` alone, empty or listing a missing file, is not one)
+        let newest = listing
+            .files
+            .iter()
+            .map(|f| f.name.stamp)
+            .max()
+            .unwrap_or(span.head);
         let now = Stamp::now()?;
         let age = now.seconds_since(newest);
         log.note(format_args!(
@@ -86,6 +93,12 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
                 human(max as i64)
             ));
         }
+    }
+    if dat.lines.is_empty() {
+        bad.push(format!(
+            "{} lists no file of its chain (recovery refuses it)",
+            dat_path.display()
+        ));
     }
     if let Some(t) = &dat.torn {
         bad.push(format!(

@@ -19,6 +19,7 @@ mod review_backup;
 mod review_chains;
 mod review_misc;
 mod review_recover;
+mod review_round2;
 mod source;
 mod sums;
 mod verify;
