@@ -112,7 +112,8 @@ Beyond ZODB's repozo (long options only, but -L):
 
     --max-age=DURATION
         With -V: also fail when the newest backup is older than DURATION
-        (a number with s, m, h, d or w: 26h, 2d).
+        (a number with s, m, h, d or w: 26h, 2d), or stamped more than an
+        hour after the clock (a wrong clock; -B refuses to run then).
 
     --version
         Print the version and exit.

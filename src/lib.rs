@@ -17,7 +17,8 @@
 //! With `-z` the data files are gzip streams named `.fsz` / `.deltafsz`.
 //! The `.dat` has one line per data file of the chain,
 //! `<repository>/<name> <start> <end> <md5>`, the md5 of the uncompressed
-//! bytes. Recovery concatenates the newest full backup at or before a date
+//! bytes. Recovery concatenates the newest chain started at or before a
+//! date (a full backup, or a `.dat` whose full backup must then be there)
 //! with its increments up to that date.
 //!
 //! # Modules
