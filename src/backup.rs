@@ -274,67 +274,37 @@ fn scan_source(
     chain_index: Option<(PathBuf, u64)>,
     log: &Log,
 ) -> Result<(Scan, bool)> {
-    let mut base: Option<(u64, Index, bool)> = None;
-    if let Some((path, must_be)) = chain_index {
-        match trusted_chain_index(&opts.repository, &path, must_be, size) {
-            Ok((pos, index)) if fstorage::index_is_sane(src, size, &index, pos) => {
+    // one index loaded and checked; `trusted`: the base is a scan's
+    let usable = |path: &Path, must_be: Option<u64>, trusted: bool| -> Option<(u64, Index, bool)> {
+        match load_index(&opts.repository, path, must_be, size, trusted) {
+            Ok(None) => None,
+            Ok(Some((pos, index))) if fstorage::index_is_sane(src, size, &index, pos) => {
                 log.note(format_args!(
-                    "using index {} ({} objects up to {pos}, built by a scan)",
+                    "using index {} ({} objects up to {pos}{})",
                     path.display(),
-                    index.len()
+                    index.len(),
+                    if trusted { ", built by a scan" } else { "" }
                 ));
-                base = Some((pos, index, true));
+                Some((pos, index, trusted))
             }
-            Ok(_) => log.note(format_args!(
-                "ignoring index {}: it does not match the source",
-                path.display()
-            )),
-            Err(why) => log.note(format_args!("ignoring index {}: {why}", path.display())),
-        }
-    }
-    if base.is_none() {
-        let mut live = opts.file.clone().into_os_string();
-        live.push(".index");
-        let path = PathBuf::from(live);
-        let pos = match File::open(&path) {
-            Ok(f) => match Index::read_pos(std::io::BufReader::new(f)) {
-                Ok(pos) if (4..=size).contains(&pos) => Some(pos),
-                Ok(pos) => {
-                    log.note(format_args!(
-                        "ignoring index {}: its position {pos} does not fit the source",
-                        path.display()
-                    ));
-                    None
-                }
-                Err(e) => {
-                    log.note(format_args!("ignoring index {}: {e}", path.display()));
-                    None
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                log.note(format_args!("ignoring index {}: {e}", path.display()));
-                None
-            }
-        };
-        if pos.is_some() {
-            match Index::load(&path) {
-                Ok((pos, index)) if fstorage::index_is_sane(src, size, &index, pos) => {
-                    log.note(format_args!(
-                        "using index {} ({} objects up to {pos})",
-                        path.display(),
-                        index.len()
-                    ));
-                    base = Some((pos, index, false));
-                }
-                Ok(_) => log.note(format_args!(
+            Ok(Some(_)) => {
+                log.note(format_args!(
                     "ignoring index {}: it does not match the source",
                     path.display()
-                )),
-                Err(e) => log.note(format_args!("ignoring index {}: {e}", path.display())),
+                ));
+                None
+            }
+            Err(why) => {
+                log.note(format_args!("ignoring index {}: {why}", path.display()));
+                None
             }
         }
-    }
+    };
+    let mut live = opts.file.clone().into_os_string();
+    live.push(".index");
+    let base = chain_index
+        .and_then(|(path, must_be)| usable(&path, Some(must_be), true))
+        .or_else(|| usable(Path::new(&live), None, false));
     let (start, index, trusted) = match base {
         Some(b) => b,
         None => {
@@ -351,32 +321,34 @@ fn scan_source(
     Ok((scan, trusted))
 }
 
-/// Load a chain's `.index` when our sums record it as built by a scan, with
-/// the same position and the same bytes; otherwise say why not.
-fn trusted_chain_index(
+/// Load an `.index` that lies within the source (at `must_be` when given)
+/// and, when `scanned`, that our sums record as built by a scan, with the
+/// same position and bytes. `Ok(None)`: there is none; `Err`: why it is
+/// not usable.
+fn load_index(
     repo: &Path,
     path: &Path,
-    must_be: u64,
+    must_be: Option<u64>,
     size: u64,
-) -> std::result::Result<(u64, Index), String> {
+    scanned: bool,
+) -> std::result::Result<Option<(u64, Index)>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or("not a backup index name")?;
-    let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
     let pos = Index::read_pos(&bytes[..])?;
-    if pos != must_be || pos > size || pos < 4 {
+    if must_be.is_some_and(|m| m != pos) || !(4..=size).contains(&pos) {
         return Err(format!("its position {pos} does not fit the source"));
     }
-    if !Sums::load(repo).index_trusted(name, pos, hash) {
-        return Err("not known to come from a scan of the source (ZODB would rescan)".into());
+    if scanned {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
+        if !Sums::load(repo).index_trusted(name, pos, hash) {
+            return Err("not known to come from a scan of the source (ZODB would rescan)".into());
+        }
     }
-    Index::read_from(&bytes[..])
+    Index::read_from(&bytes[..]).map(Some)
 }
 
 /// `-Q`: trust the last `.dat` line. `Ok(Ok(end))` to extend from `end`.

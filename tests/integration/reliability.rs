@@ -7,17 +7,6 @@ use std::process::{Child, Command, Stdio};
 
 use crate::util::*;
 
-/// Recovery with our tool equals the source's committed bytes, the output
-/// opens in ZODB with its index, and `-V` passes.
-#[track_caller]
-fn assert_recovers_source(env: &Env) {
-    let out = env.recover("check.fs", &[]);
-    let committed = env.committed_size("Data.fs") as usize;
-    assert_bytes(&out, &env.read("Data.fs")[..committed], "recovered");
-    env.open_with_index("check.fs");
-    env.run(&["-V", "-r", "repo"], LATE).ok();
-}
-
 /// R1: ZODB's repozo wrote a full backup and an increment in the same
 /// second. Recovery must use the full first and the increment after it.
 #[test]
@@ -44,7 +33,7 @@ fn r1_same_second_pair_from_zodb_recovers_everything() {
         "{:?}",
         env.repo_names()
     );
-    assert_recovers_source(&env);
+    env.assert_recovers_source();
 }
 
 /// R1 with our tool alone: three backups in one frozen second.
@@ -58,7 +47,7 @@ fn r1_backups_in_one_second_get_increasing_stamps() {
         let name = format!("repo/2026-11-20-01-00-0{}.deltafs", i + 1);
         assert!(env.exists(&name), "{name} in {:?}", env.repo_names());
     }
-    assert_recovers_source(&env);
+    env.assert_recovers_source();
     // ZODB's repozo (with a late "now") recovers it too
     let out = env.py_recover("py.fs", &[]);
     assert_bytes(&out, &env.read("Data.fs"), "ZODB's recovery");
@@ -134,7 +123,7 @@ fn r2_repository_lock() {
     }
     // a lock holder that died leaves nothing behind
     env.backup(&[], T2);
-    assert_recovers_source(&env);
+    env.assert_recovers_source();
 }
 
 /// R2: temporary files are unique and never look like backups; none is
@@ -152,7 +141,7 @@ fn r2_no_shared_temporary_name() {
     for name in env.repo_names() {
         assert!(!name.starts_with(".repozo-tmp-"), "left over: {name}");
     }
-    assert_recovers_source(&env);
+    env.assert_recovers_source();
 }
 
 fn drop_last_dat_line(env: &Env, stamp: &str) {
@@ -191,7 +180,7 @@ fn r3_orphan_increment() {
             o.stderr_str()
         );
         assert!(!env.exists(&orphan) && env.exists(&format!("{orphan}.orphaned")));
-        assert_recovers_source(&env);
+        env.assert_recovers_source();
         // ZODB's repozo, which goes by the directory listing, agrees now
         let out = env.py_recover("py.fs", &[]);
         assert_bytes(&out, &env.read("Data.fs"), "ZODB's recovery");
@@ -220,7 +209,7 @@ fn torn_dat_line() {
     assert!(o.stderr_str().contains("repairing"), "{}", o.stderr_str());
     let text = String::from_utf8(env.read(&rel)).unwrap();
     assert!(text.ends_with('\n') && text.lines().count() == 2, "{text}");
-    assert_recovers_source(&env);
+    env.assert_recovers_source();
 }
 
 /// A last `.dat` line that lost only its newline still counts; the next
@@ -237,7 +226,7 @@ fn dat_without_final_newline() {
     env.backup(&["-Q"], T2);
     let text = String::from_utf8(env.read(&rel)).unwrap();
     assert_eq!(text.lines().count(), 2, "{text}");
-    assert_recovers_source(&env);
+    env.assert_recovers_source();
     let out = env.py_recover("py.fs", &["-w"]);
     assert_bytes(&out, &env.read("Data.fs"), "ZODB's recovery");
 }
@@ -331,7 +320,7 @@ fn source_replaced_during_a_backup() {
         assert!(err.contains("was replaced"), "{err}");
         assert_same(&env.repo_snapshot(), &before, "nothing kept");
         env.backup(&["-Q"], T3);
-        assert_recovers_source(&env);
+        env.assert_recovers_source();
     }
 }
 
@@ -387,7 +376,7 @@ fn orphans_set_aside_are_pruned_with_their_chain() {
             names.iter().all(|n| n.starts_with(T4)),
             "{prune:?}: {names:?}"
         );
-        assert_recovers_source(&env);
+        env.assert_recovers_source();
     }
 }
 
@@ -411,5 +400,5 @@ fn backups_while(env: &Env, mut writer: std::process::Child) {
     }
     assert!(writer.wait().unwrap().success());
     env.backup(&["-Q"], "2026-11-23-00-00-00");
-    assert_recovers_source(env);
+    env.assert_recovers_source();
 }

@@ -38,17 +38,6 @@ fn chain_lines(env: &Env) -> Vec<String> {
         .collect()
 }
 
-/// After everything: the newest state recovers exactly (with its index,
-/// which ZODB opens) and `-V` passes.
-#[track_caller]
-fn recovers_source(env: &Env) {
-    let out = env.recover("check.fs", &[]);
-    let committed = env.committed_size("Data.fs") as usize;
-    assert_bytes(&out, &env.read("Data.fs")[..committed], "recovered");
-    env.open_with_index("check.fs");
-    env.run(&["-V", "-r", "repo"], LATE).ok();
-}
-
 // ---------------------------------------------------------------------------
 // Case 6: the newest full backup is missing
 
@@ -124,7 +113,7 @@ fn issue19_case6_missing_newest_full_is_an_error() {
         assert!(env.exists(&data(T4, false, gz)), "{:?}", env.repo_names());
         assert!(env.exists(&format!("repo/{T3}.dat")));
         assert!(env.exists(&data(T5, true, gz)), "{:?}", env.repo_names());
-        recovers_source(&env);
+        env.assert_recovers_source();
         let out = env.recover("old.fs", &["-D", T2]);
         assert_bytes(&out, &state2, "chain 1 at T2, after the new chain");
         // the damaged chain still says what is missing
@@ -169,7 +158,7 @@ fn issue19_case8_kill_old_after_setting_aside_an_orphan() {
                 .all(|n| n.starts_with(T3) || n.starts_with('.')),
             "{prune:?}: {names:?}"
         );
-        recovers_source(&env);
+        env.assert_recovers_source();
     }
 }
 
@@ -202,7 +191,7 @@ fn issue19_case8_cleanup_failure_is_a_warning() {
                 || n.ends_with(".dat") && !n.starts_with(T3)),
             "{prune:?}: {names:?}"
         );
-        recovers_source(&env);
+        env.assert_recovers_source();
         // the next run tries again (and warns again while it cannot)
         env.append(1924, 2);
         let o = env.backup(prune, T4);
@@ -224,7 +213,7 @@ fn issue19_case8_cleanup_failure_is_a_warning() {
                 .all(|n| n.starts_with(T5) || n.starts_with('.')),
             "{prune:?}: {names:?}"
         );
-        recovers_source(&env);
+        env.assert_recovers_source();
     }
 }
 
@@ -247,7 +236,7 @@ fn issue19_keep_counts_present_full_backups() {
             env.repo_names()
         );
     }
-    recovers_source(&env);
+    env.assert_recovers_source();
 }
 
 // ---------------------------------------------------------------------------
@@ -292,7 +281,7 @@ fn issue19_case11_zodb_increment_and_full_in_one_second() {
         let chains = chain_lines(&env);
         assert_eq!(chains.len(), 2, "{chains:?}");
         assert!(chains.iter().all(|l| l.ends_with("[ok]")), "{chains:?}");
-        recovers_source(&env);
+        env.assert_recovers_source();
         // the older chain recovers its dates, the newer one T3
         let out = env.recover("t2.fs", &["-D", T2, "-w"]);
         assert_bytes(&out, &state2, "T1's chain at T2");
@@ -311,7 +300,7 @@ fn issue19_case11_zodb_increment_and_full_in_one_second() {
         let out = env.recover("t3b.fs", &["-D", T3]);
         assert_bytes(&out, &state3, "T3's chain after --keep 1");
         env.open_with_index("t3b.fs");
-        recovers_source(&env);
+        env.assert_recovers_source();
     }
 }
 
@@ -382,7 +371,7 @@ fn issue19_case12_fs_and_fsz_with_one_stamp() {
         let chains = chain_lines(&env);
         assert_eq!(chains.len(), 1, "{chains:?}");
         assert!(chains[0].ends_with("[ok]"), "{chains:?}");
-        recovers_source(&env);
+        env.assert_recovers_source();
         let py = env.py_recover("py.fs", &[]);
         assert_bytes(&py, &env.read("Data.fs"), "ZODB's recovery");
     }
@@ -410,5 +399,5 @@ fn issue19_case12_without_dat_names_both_files() {
     env.backup(&["-Q"], T2);
     assert!(env.exists(&data(T1, true, false)) && env.exists(&data(T1, true, true)));
     assert!(set_aside(&env).is_empty());
-    recovers_source(&env);
+    env.assert_recovers_source();
 }

@@ -569,6 +569,17 @@ impl Env {
         o.stdout_str().trim().parse().unwrap()
     }
 
+    /// Recovery with our tool equals the source's committed bytes, the
+    /// output opens in ZODB with its index, and `-V` passes.
+    #[track_caller]
+    pub fn assert_recovers_source(&self) {
+        let out = self.recover("check.fs", &[]);
+        let committed = self.committed_size("Data.fs") as usize;
+        assert_bytes(&out, &self.read("Data.fs")[..committed], "recovered");
+        self.open_with_index("check.fs");
+        self.run(&["-V", "-r", "repo"], LATE).ok();
+    }
+
     /// `zodbtool.py open REL --require-index` must pass.
     #[track_caller]
     pub fn open_with_index(&self, rel: &str) {
