@@ -1105,7 +1105,10 @@ fn prune_leftovers(
     log: &Log,
 ) -> u64 {
     let warn = |e: Error| log.warn(format_args!("{what}: {e}; the next run tries again"));
-    let entries = match std::fs::read_dir(repo) {
+    let entries = match std::iter::repeat_with(|| std::fs::read_dir(repo))
+        .find(|r| !matches!(r, Err(e) if e.kind() == std::io::ErrorKind::Interrupted))
+        .expect("repeat_with never ends")
+    {
         Ok(it) => it,
         Err(e) => {
             warn(Error::io("list", repo, e));

@@ -89,6 +89,16 @@ pub fn check_dir(repo: &Path) -> Result<()> {
 
 /// List the backup data files of `repo`, oldest first.
 pub fn list(repo: &Path) -> Result<Listing> {
+    // a signal interrupting the directory's open is not a failure
+    loop {
+        match list_once(repo) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn list_once(repo: &Path) -> Result<Listing> {
     check_dir(repo)?;
     let mut out = Listing::default();
     for entry in walkdir::WalkDir::new(repo).min_depth(1).max_depth(1) {
