@@ -21,39 +21,41 @@
 //! date (a full backup, or a `.dat` whose full backup must then be there)
 //! with its increments up to that date.
 //!
-//! # Modules
+//! # Layers
 //!
-//! [`cli`] parses the command line; [`stamp`] names files; [`repo`] lists a
-//! repository and picks chains; [`dat`] reads and writes `.dat` lines;
-//! [`fstorage`] scans a FileStorage for its committed end and index;
-//! [`index`] reads and writes `.index` files; [`pipeline`] moves bytes
-//! through md5 and gzip; [`sums`] caches fast checksums of backup files;
-//! [`durable`] publishes files safely; [`backup`],
-//! [`recover`] and [`verify`] are the three operations.
+//! The crate is four layers; imports point down only (a test,
+//! `tests/integration/layers.rs`, fails when one points up or a circle
+//! appears):
+//!
+//! - [`command`] decides: [`command::backup`], [`command::recover`],
+//!   [`command::verify`] and [`command::list`]. How a backup decides
+//!   between full, incremental and nothing is in `command/backup.rs`.
+//! - [`repository`] owns where backup files live: listing them and
+//!   grouping them into chains, the lock, the cache of fast checksums,
+//!   retention.
+//! - [`format`] knows the file formats on bytes: stamps and names, `.dat`
+//!   lines, the `.index` pickle, FileStorage records.
+//! - [`io`] moves bytes: buffers, readers, copies, md5 and xxh3, gzip,
+//!   durable files.
+//!
+//! At the top, [`cli`] parses the command line into a command's options;
+//! [`error`] is the one error type; [`progress`] counts bytes and draws
+//! the progress line.
 
-pub mod backup;
-pub mod buf;
-pub mod checksum;
 pub mod cli;
-pub mod dat;
-pub mod durable;
+pub mod command;
 pub mod error;
-pub mod fstorage;
-pub mod gunzip;
-pub mod index;
-pub mod list;
-pub mod lock;
-pub mod pipeline;
+pub mod format;
+pub mod io;
 pub mod progress;
-pub mod recover;
-pub mod repo;
-pub mod stamp;
-pub mod sums;
-pub mod verify;
+pub mod repository;
 
 pub use error::{Error, Result};
 
 use std::fmt;
+
+use command::{backup, list, recover, verify};
+use format::stamp;
 
 /// Cases per property test: `REPOZO_FUZZ_CASES` (default 3000; a release
 /// soak uses a million).

@@ -180,7 +180,7 @@ fn a_gzip_file_is_judged_by_what_it_inflates_to() {
         .unwrap();
     let k = plain.len() / 2;
     plain[k] ^= 0x20;
-    let wrong = repozo::pipeline::gzip_member(&mut repozo::pipeline::compressor(), &plain).unwrap();
+    let wrong = repozo::io::gzip::gzip_member(&mut repozo::io::gzip::compressor(), &plain).unwrap();
     env.write(&path, &wrong);
     // the cache records these compressed bytes as the file's
     let text = String::from_utf8(env.read(&format!("repo/{SUMS_NAME}"))).unwrap();

@@ -22,18 +22,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::checksum::Md5;
-
-use crate::dat::{self, DatFile, DatLine};
-use crate::durable::{self, Flusher, TempFile};
 use crate::error::{Error, IoContext, Result};
-use crate::fstorage::{self, Scan};
-use crate::index::Index;
-use crate::lock;
-use crate::pipeline::{self, CopyError, Sink};
-use crate::repo::{self, DataFile};
-use crate::stamp::{DataName, Kind, Stamp};
-use crate::sums::{self, Sums};
+use crate::format::dat::{self, DatFile, DatLine};
+use crate::format::filestorage::{self, Scan};
+use crate::format::index::Index;
+use crate::format::stamp::{DataName, Kind, Stamp};
+use crate::io::copy::{self, CopyError, Sink};
+use crate::io::durable::{self, TempFile};
+use crate::io::flush::{self, Flusher};
+use crate::io::md5::{self, Md5};
+use crate::io::{buf, read, xxh3};
+use crate::repository::chains::{self, DataFile};
+use crate::repository::lock;
+use crate::repository::sums::{self, Sums};
 use crate::Log;
 
 /// What `-B` was asked to do.
@@ -98,7 +99,7 @@ impl Reason {
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
-    repo::check_dir(repo)?;
+    chains::check_dir(repo)?;
     let _lock = lock::lock(repo, true, log)?;
     let outcome = backup_locked(opts, log)?;
     // the backup is committed: what follows is best effort
@@ -115,7 +116,7 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
 /// warning and the next run with `--keep` tries again. Returns the bytes
 /// freed.
 pub fn retain(repo: &Path, keep: usize, log: &Log) -> u64 {
-    let listing = match repo::list(repo) {
+    let listing = match chains::list(repo) {
         Ok(l) => l,
         Err(e) => {
             log.warn(format_args!(
@@ -150,12 +151,12 @@ pub fn retain(repo: &Path, keep: usize, log: &Log) -> u64 {
 fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
     remove_stale_temporaries(repo, log)?;
-    let listing = repo::list(repo)?;
+    let listing = chains::list(repo)?;
     // Named first: a backup refused for a stamp in the future writes nothing.
     let stamp = new_stamp(&listing, log)?;
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
-    let size = fstorage::check_magic(&src, &opts.file)?;
+    let size = filestorage::check_magic(&src, &opts.file)?;
 
     // The newest chain as its .dat describes it, whatever the clock says (a
     // clock that went back must not make us start an out-of-order chain).
@@ -166,7 +167,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let decision = if opts.full {
         Err(Reason::Forced)
     } else {
-        match repo::resolve_in(repo, &listing, None, log) {
+        match chains::resolve_in(repo, &listing, None, log) {
             // a chain that recovery could not use: start a new one
             // (its files stay: a file a .dat lists is never set aside)
             Err(
@@ -218,7 +219,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
         }
         Ok(start) => {
             let last = chain.last().expect("an extended chain is not empty");
-            let chain_index = (repo::index_path(&opts.repository, last), start);
+            let chain_index = (chains::index_path(&opts.repository, last), start);
             let scan = scan_source(opts, &src, size, Some(chain_index), log)?;
             let end = scan.0.end;
             if end == start {
@@ -278,7 +279,7 @@ fn scan_source(
     let usable = |path: &Path, must_be: Option<u64>, trusted: bool| -> Option<(u64, Index, bool)> {
         match load_index(&opts.repository, path, must_be, size, trusted) {
             Ok(None) => None,
-            Ok(Some((pos, index))) if fstorage::index_is_sane(src, size, &index, pos) => {
+            Ok(Some((pos, index))) if filestorage::index_is_sane(src, size, &index, pos) => {
                 log.note(format_args!(
                     "using index {} ({} objects up to {pos}{})",
                     path.display(),
@@ -312,7 +313,7 @@ fn scan_source(
             (4, Index::new(), true)
         }
     };
-    let scan = fstorage::scan_from(src, &opts.file, size, start, index)?;
+    let scan = filestorage::scan_from(src, &opts.file, size, start, index)?;
     log.note(format_args!(
         "scanned {} bytes from {start}: committed data ends at {}",
         scan.end - start,
@@ -380,7 +381,7 @@ fn decide_quick(
             last.start, last.end
         ));
     }
-    let srcsum = pipeline::md5_range(src, &opts.file, last.start, last.len())?;
+    let srcsum = read::md5_range(src, &opts.file, last.start, last.len())?;
     log.note(format_args!("last incremental file: {}", last.name));
     log.note(format_args!("last incremental checksum: {}", last.md5));
     log.note(format_args!(
@@ -402,7 +403,7 @@ fn source_matches(
     len: u64,
     want: u128,
 ) -> Result<bool> {
-    let (h, n) = sums::hash_range(src, start, len).ctx("read", &opts.file)?;
+    let (h, n) = xxh3::hash_range(src, start, len).ctx("read", &opts.file)?;
     crate::progress::read(n);
     Ok(n == len && h == want)
 }
@@ -421,8 +422,8 @@ fn both_match(
     log: &Log,
 ) -> Result<bool> {
     let (backup, source) = std::thread::scope(|scope| {
-        let backup = scope.spawn(|| sums::hash_data(&f.path, f.name.gzip));
-        let source = sums::hash_range(src, at, len).ctx("read", &opts.file);
+        let backup = scope.spawn(|| xxh3::hash_data(&f.path, f.name.gzip));
+        let source = xxh3::hash_range(src, at, len).ctx("read", &opts.file);
         (backup.join().expect("hashing does not panic"), source)
     });
     let (h, n) = source?;
@@ -483,7 +484,7 @@ fn decide_full_check(
                 continue;
             }
         }
-        let same = match pipeline::same_as_source(&f.path, f.name.gzip, src, &opts.file, at) {
+        let same = match read::same_as_source(&f.path, f.name.gzip, src, &opts.file, at) {
             // a damaged gzip backup differs from any source: a new full
             // backup heals the repository (a read error still fails)
             Err(e @ Error::BadGzip { .. }) => {
@@ -526,20 +527,20 @@ fn decide_full_check(
 
 /// The stamp for a new backup: now, or one second after the newest stamp in
 /// the repository if that is not earlier, so stamps strictly increase. A
-/// newest stamp more than [`crate::stamp::FUTURE_TOLERANCE`] after now is
+/// newest stamp more than [`crate::format::stamp::FUTURE_TOLERANCE`] after now is
 /// an error: a clock is wrong, and naming after it would shift every later
 /// stamp (and what `-D` finds) by that much.
-fn new_stamp(listing: &repo::Listing, log: &Log) -> Result<Stamp> {
+fn new_stamp(listing: &chains::Listing, log: &Log) -> Result<Stamp> {
     let now = Stamp::now()?;
     match listing.newest_stamp {
-        Some(newest) if crate::stamp::too_far_ahead(newest, now).is_some() => {
+        Some(newest) if crate::format::stamp::too_far_ahead(newest, now).is_some() => {
             Err(Error::Clock(format!(
                 "refusing to back up: the repository has a backup stamped {newest}, {} after \
                  the clock's {now} UTC (more than {} ahead): if the clock is wrong, fix it; \
                  if it was wrong when that backup was made, move the files stamped after \
                  {now} out of the repository; nothing was written",
-                crate::verify::human(newest.seconds_since(now)),
-                crate::verify::human(crate::stamp::FUTURE_TOLERANCE),
+                crate::command::verify::human(newest.seconds_since(now)),
+                crate::command::verify::human(crate::format::stamp::FUTURE_TOLERANCE),
             )))
         }
         Some(newest) if newest >= now => {
@@ -598,8 +599,8 @@ fn prepare_data(
         let file: &File = tmp.file();
         durable::preallocate(file, &tmp_path, 0, end - start)?;
         let flusher = Flusher::new(file, &tmp_path)?;
-        let out = pipeline::Out::new(file, &tmp_path, &flusher);
-        let (sum, fast) = pipeline::copy_and_hash(src, &opts.file, start, end - start, out, true)?;
+        let out = copy::Out::new(file, &tmp_path, &flusher);
+        let (sum, fast) = copy::copy_and_hash(src, &opts.file, start, end - start, out, true)?;
         flusher.finish()?;
         tmp.sync()?;
         let written = Written {
@@ -615,18 +616,17 @@ fn prepare_data(
     let flusher = Flusher::new(&file, &tmp_path)?;
     let sink = Sink::new(file, true, Some(&flusher));
     let mut md5 = Md5::new();
-    let mut content = sums::Hasher::new();
-    let copied =
-        pipeline::copy_range_parallel(src, start, end - start, &mut md5, &mut content, sink)
-            .map_err(|e| match e {
-                CopyError::Read(e) => Error::io("read", &opts.file, e),
-                CopyError::Write(e) => Error::io("write", &tmp_path, e),
-            })?;
+    let mut content = xxh3::Hasher::new();
+    let copied = copy::copy_range_parallel(src, start, end - start, &mut md5, &mut content, sink)
+        .map_err(|e| match e {
+        CopyError::Read(e) => Error::io("read", &opts.file, e),
+        CopyError::Write(e) => Error::io("write", &tmp_path, e),
+    })?;
     tmp.put_back(copied.file);
     flusher.finish()?;
     tmp.sync()?;
     let written = Written {
-        md5: pipeline::hex(&md5.finalize()),
+        md5: md5::hex(&md5.finalize()),
         content: content.digest128(),
         stored: copied.stored,
         stored_len: copied.stored_len,
@@ -643,10 +643,10 @@ fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<(TempF
     let tmp_path = tmp.path().to_path_buf();
     let hash = {
         let out = HashingWriter {
-            inner: pipeline::WritebackWriter::new(tmp.file()),
-            hash: sums::Hasher::new(),
+            inner: flush::WritebackWriter::new(tmp.file()),
+            hash: xxh3::Hasher::new(),
         };
-        let mut w = BufWriter::with_capacity(pipeline::CHUNK, out);
+        let mut w = BufWriter::with_capacity(buf::CHUNK, out);
         index.write_to(end, &mut w).ctx("write", &tmp_path)?;
         w.flush().ctx("write", &tmp_path)?;
         let out = w
@@ -661,7 +661,7 @@ fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<(TempF
 /// A writer that hashes what it passes on.
 struct HashingWriter<W> {
     inner: W,
-    hash: sums::Hasher,
+    hash: xxh3::Hasher,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
@@ -791,7 +791,7 @@ fn write_incremental(
         dest.display()
     ));
     let index_path = repo.join(name.index_name());
-    let dat_path = repo::dat_path(repo, head);
+    let dat_path = chains::dat_path(repo, head);
     let original = std::fs::read(&dat_path).ctx("read", &dat_path)?;
     let touched = std::cell::Cell::new(false);
     let result = (|| -> Result<Written> {
@@ -938,7 +938,12 @@ fn remove_stale_temporaries(repo: &Path, log: &Log) -> Result<()> {
 /// one `.index` for a full backup and an increment made in one second).
 /// Nothing is overwritten: a name already taken gets a number
 /// (`NAME.2.orphaned`).
-fn set_aside(repo: &Path, listing: &repo::Listing, orphans: &[DataFile], log: &Log) -> Result<()> {
+fn set_aside(
+    repo: &Path,
+    listing: &chains::Listing,
+    orphans: &[DataFile],
+    log: &Log,
+) -> Result<()> {
     if orphans.is_empty() {
         return Ok(());
     }
@@ -956,11 +961,11 @@ fn set_aside(repo: &Path, listing: &repo::Listing, orphans: &[DataFile], log: &L
         if owned {
             log.note(format_args!(
                 "keeping {}: it belongs to a data file with the same stamp",
-                repo::index_path(repo, f).display()
+                chains::index_path(repo, f).display()
             ));
             continue;
         }
-        let index = repo::index_path(repo, f);
+        let index = chains::index_path(repo, f);
         let index_exists = match std::fs::symlink_metadata(&index) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -1018,14 +1023,14 @@ fn remove_chains_before(repo: &Path, before: Stamp, what: &str, log: &Log) -> (u
     let warn = |e: &dyn std::fmt::Display| {
         log.warn(format_args!("{what}: {e}; the next run tries again"));
     };
-    let listing = match repo::list(repo) {
+    let listing = match chains::list(repo) {
         Ok(l) => l,
         Err(e) => {
             warn(&e);
             return (0, 0);
         }
     };
-    let (strays, groups) = repo::groups(repo, &listing);
+    let (strays, groups) = chains::groups(repo, &listing);
     let mut doomed: Vec<(Option<Stamp>, Vec<DataFile>)> = Vec::new();
     if !strays.is_empty() {
         doomed.push((None, strays));
@@ -1071,13 +1076,13 @@ fn remove_chains_before(repo: &Path, before: Stamp, what: &str, log: &Log) -> (u
     };
     for (head, files) in &doomed {
         if let Some(h) = head {
-            if !remove(&repo::dat_path_at(repo, *h)) {
+            if !remove(&chains::dat_path_at(repo, *h)) {
                 continue;
             }
         }
         for f in files {
             if !staying.contains(&f.name.stamp) {
-                remove(&repo::index_path(repo, f));
+                remove(&chains::index_path(repo, f));
             }
             if remove(&f.path) {
                 removed += 1;

@@ -171,7 +171,7 @@ impl Index {
     /// Read a `.index` file: see [`Index::read_from`].
     pub fn load(path: &std::path::Path) -> Result<(u64, Index), String> {
         let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        Index::read_from(crate::buf::AlignedReader::with_capacity(1 << 20, f))
+        Index::read_from(crate::io::buf::AlignedReader::with_capacity(1 << 20, f))
     }
 
     /// Read a `.index` stream. Returns the position and the index, or an
@@ -727,7 +727,7 @@ mod tests {
             let r = std::io::BufReader::with_capacity(cap, &buf[..]);
             let (pos, back) = Index::read_from(r).unwrap();
             assert_eq!((pos, &back), (1 << 33, &ix), "capacity {cap}");
-            let r = crate::buf::AlignedReader::with_capacity(cap, &buf[..]);
+            let r = crate::io::buf::AlignedReader::with_capacity(cap, &buf[..]);
             assert_eq!(Index::read_from(r).unwrap().1, ix, "capacity {cap}");
         }
         // a bucket out of order is refused on the fast path as well

@@ -26,8 +26,7 @@ use std::ptr::NonNull;
 
 use flate2::bufread::GzDecoder;
 
-use crate::buf::{AlignedBuf, AlignedReader};
-use crate::pipeline::CHUNK;
+use crate::io::buf::{AlignedBuf, AlignedReader, CHUNK};
 
 /// Compressed bytes read ahead: always more than one of our members (at
 /// most about `CHUNK` plus a little for incompressible data).
@@ -303,6 +302,10 @@ impl Read for GzReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::io::gzip::{compressor, gzip_member};
+    use crate::io::md5::{hex, Md5};
+    use crate::io::read::stream_data;
     use std::io::Write;
 
     fn read_all(bytes: &[u8]) -> io::Result<Vec<u8>> {
@@ -338,10 +341,10 @@ mod tests {
 
     /// `plain` as we write `-z` files: one member per [`CHUNK`].
     fn our_gzip(plain: &[u8]) -> Vec<u8> {
-        let mut c = crate::pipeline::compressor();
+        let mut c = crate::io::gzip::compressor();
         plain
             .chunks(CHUNK)
-            .flat_map(|ch| crate::pipeline::gzip_member(&mut c, ch).unwrap())
+            .flat_map(|ch| crate::io::gzip::gzip_member(&mut c, ch).unwrap())
             .collect()
     }
 
@@ -349,7 +352,7 @@ mod tests {
     fn our_members_python_single_member_and_mixtures() {
         let plain = data(5 * CHUNK + 777);
         let ours = our_gzip(&plain);
-        let mut c = crate::pipeline::compressor();
+        let mut c = crate::io::gzip::compressor();
         assert_eq!(read_all(&ours).unwrap(), plain);
         // one member for the whole file (ZODB's repozo): flate2 takes over
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
@@ -363,12 +366,12 @@ mod tests {
         want.extend_from_slice(&plain);
         assert_eq!(read_all(&mixed).unwrap(), want);
         // an empty member in the middle, and an empty input
-        let mut with_empty = crate::pipeline::gzip_member(&mut c, b"ab").unwrap();
-        with_empty.extend(crate::pipeline::gzip_member(&mut c, b"").unwrap());
-        with_empty.extend(crate::pipeline::gzip_member(&mut c, b"cd").unwrap());
+        let mut with_empty = crate::io::gzip::gzip_member(&mut c, b"ab").unwrap();
+        with_empty.extend(crate::io::gzip::gzip_member(&mut c, b"").unwrap());
+        with_empty.extend(crate::io::gzip::gzip_member(&mut c, b"cd").unwrap());
         assert_eq!(read_all(&with_empty).unwrap(), b"abcd");
         // many empty members: no recursion, no stack to run out of
-        let empty = crate::pipeline::gzip_member(&mut c, b"").unwrap();
+        let empty = crate::io::gzip::gzip_member(&mut c, b"").unwrap();
         let many: Vec<u8> = std::iter::repeat_n(&empty[..], 200_000)
             .flatten()
             .copied()
@@ -452,10 +455,10 @@ mod tests {
             assert_eq!(read_all(&two).unwrap(), want);
         }
         // padding between our small members (the fast path throughout)
-        let mut c = crate::pipeline::compressor();
-        let mut small = crate::pipeline::gzip_member(&mut c, b"ab").unwrap();
+        let mut c = crate::io::gzip::compressor();
+        let mut small = crate::io::gzip::gzip_member(&mut c, b"ab").unwrap();
         small.extend_from_slice(&[0; 100]);
-        small.extend(crate::pipeline::gzip_member(&mut c, b"cd").unwrap());
+        small.extend(crate::io::gzip::gzip_member(&mut c, b"cd").unwrap());
         small.extend_from_slice(&[0; 3]);
         assert_eq!(read_all(&small).unwrap(), b"abcd");
     }
@@ -495,5 +498,27 @@ mod tests {
             assert!(read_all(&bad).is_err(), "a damaged member after padding");
         }
         assert!(read_all(&[0; 64]).is_err(), "a file of NULs");
+    }
+
+    #[test]
+    fn gzip_round_trip_and_multi_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.fsz");
+        let mut all = Vec::new();
+        for part in [&b"hello "[..], &b"world"[..]] {
+            all.extend(gzip_member(&mut compressor(), part).unwrap());
+        }
+        std::fs::write(&p, &all).unwrap();
+        let mut m = Md5::new();
+        let n = stream_data(&p, true, Some(&mut m), None).unwrap();
+        assert_eq!(n, 11);
+        assert_eq!(hex(&m.finalize()), hex(&Md5::digest(b"hello world")));
+        // a damaged stream is a gzip error naming the file
+        let mut bad = all.clone();
+        let k = bad.len() - 3;
+        bad[k] ^= 0xff;
+        std::fs::write(&p, &bad).unwrap();
+        let err = stream_data(&p, true, None, None).unwrap_err();
+        assert!(matches!(err, Error::BadGzip { .. }), "{err}");
     }
 }

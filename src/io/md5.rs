@@ -243,6 +243,17 @@ fn compress(state: &mut [u32; 4], blocks: &[u8]) {
     *state = [a, b, c, d];
 }
 
+/// Lower-case hex of an md5 digest.
+pub fn hex(digest: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,15 +13,15 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::checksum::Md5;
-
-use crate::durable::{self, Flusher, TempFile};
 use crate::error::{Error, IoContext, Result};
-use crate::lock;
-use crate::pipeline;
-use crate::repo::{self, ChainFile, Resolved};
-use crate::stamp::Stamp;
-use crate::sums::Sums;
+use crate::format::stamp::Stamp;
+use crate::io::durable::{self, TempFile};
+use crate::io::flush::Flusher;
+use crate::io::md5::{self, Md5};
+use crate::io::{buf, copy, read};
+use crate::repository::chains::{self, ChainFile, Resolved};
+use crate::repository::lock;
+use crate::repository::sums::Sums;
 use crate::Log;
 
 /// What `-R` was asked to do.
@@ -63,13 +63,13 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
         )),
         None => log.note(format_args!("looking for the newest backup...")),
     }
-    repo::check_dir(repo_dir)?;
+    chains::check_dir(repo_dir)?;
     if let Some(out) = &opts.output {
         check_output_names(out)?;
         refuse_output_in_repository(out, repo_dir)?;
     }
     let _lock = lock::lock(repo_dir, false, log)?;
-    let Some(chain) = repo::resolve(repo_dir, opts.date, log)? else {
+    let Some(chain) = chains::resolve(repo_dir, opts.date, log)? else {
         return Err(match &opts.date_text {
             Some(d) => Error::NoFiles(format!("No files in repository before {d}")),
             None => Error::NoFiles("No files in repository".into()),
@@ -92,7 +92,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             log.note(format_args!("Recovering file to stdout"));
             let stdout = io::stdout();
             let mut lock = stdout.lock();
-            let mut w = io::BufWriter::with_capacity(pipeline::CHUNK, &mut lock);
+            let mut w = io::BufWriter::with_capacity(buf::CHUNK, &mut lock);
             let r = concat(
                 &chain,
                 opts.with_verify.then_some(&sums),
@@ -123,7 +123,7 @@ fn prepare_index(
     log: &Log,
 ) -> Result<(Option<TempFile>, PathBuf, PathBuf)> {
     let last = &chain.files.last().expect("a chain is never empty").file;
-    let src_index = repo::index_path(&opts.repository, last);
+    let src_index = chains::index_path(&opts.repository, last);
     let mut index_name = out.as_os_str().to_owned();
     index_name.push(".index");
     let target_index = PathBuf::from(index_name);
@@ -323,7 +323,7 @@ fn examine_existing(
     out: &Path,
     log: &Log,
 ) -> Result<Existing> {
-    let lines: Vec<&crate::dat::DatLine> =
+    let lines: Vec<&crate::format::dat::DatLine> =
         chain.files.iter().filter_map(|c| c.line.as_ref()).collect();
     let len = file.metadata().ctx("stat", out)?.len();
     let target = lines.last().map(|l| l.end).unwrap_or(0);
@@ -360,7 +360,8 @@ fn examine_existing(
         // backup file's, hashing it with md5 on the way for -w.
         let fast = match sums.for_line(l) {
             Some(e) => {
-                let (h, n) = crate::sums::hash_range(file, l.start, l.len()).ctx("read", out)?;
+                let (h, n) =
+                    crate::io::xxh3::hash_range(file, l.start, l.len()).ctx("read", out)?;
                 crate::progress::read(n);
                 n == l.len() && h == e.content
             }
@@ -413,19 +414,19 @@ fn same_as_backup(
     want_md5: bool,
 ) -> Result<Option<(u64, Option<String>)>> {
     let f = &cf.file;
-    let mut r = pipeline::open_data(&f.path, f.name.gzip)?;
+    let mut r = read::open_data(&f.path, f.name.gzip)?;
     let mut md5 = Md5::new();
-    let mut theirs = crate::buf::AlignedBuf::new(pipeline::CHUNK);
-    let mut mine = crate::buf::AlignedBuf::new(pipeline::CHUNK);
+    let mut theirs = crate::io::buf::AlignedBuf::new(buf::CHUNK);
+    let mut mine = crate::io::buf::AlignedBuf::new(buf::CHUNK);
     let mut n_total = 0u64;
     loop {
         let n = match r.read(&mut theirs) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(pipeline::read_error(&f.path, f.name.gzip, e)),
+            Err(e) => return Err(read::read_error(&f.path, f.name.gzip, e)),
         };
-        let got = pipeline::read_full_at(file, &mut mine[..n], at + n_total).ctx("read", out)?;
+        let got = read::read_full_at(file, &mut mine[..n], at + n_total).ctx("read", out)?;
         crate::progress::read(n as u64);
         if got < n || mine[..n] != theirs[..n] {
             return Ok(None);
@@ -435,10 +436,7 @@ fn same_as_backup(
         }
         n_total += n as u64;
     }
-    Ok(Some((
-        n_total,
-        want_md5.then(|| pipeline::hex(&md5.finalize())),
-    )))
+    Ok(Some((n_total, want_md5.then(|| md5::hex(&md5.finalize())))))
 }
 
 /// `-w`: check a backup file as a full recovery does: its size, and its
@@ -454,7 +452,7 @@ fn verify_backup_file(cf: &ChainFile, sums: &Sums, md5: Option<String>, log: &Lo
         None => {
             let fast = match sums.for_line(line) {
                 Some(e) => {
-                    let (h, n) = crate::sums::hash_data(&f.path, f.name.gzip)?;
+                    let (h, n) = crate::io::xxh3::hash_data(&f.path, f.name.gzip)?;
                     check_size(cf, n)?;
                     h == e.content
                 }
@@ -465,8 +463,8 @@ fn verify_backup_file(cf: &ChainFile, sums: &Sums, md5: Option<String>, log: &Lo
                 (line.len(), line.md5.clone())
             } else {
                 let mut m = Md5::new();
-                let n = pipeline::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
-                (n, pipeline::hex(&m.finalize()))
+                let n = read::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
+                (n, md5::hex(&m.finalize()))
             }
         }
     };
@@ -556,7 +554,7 @@ fn recover_incrementally(
         match concat(
             &one,
             None,
-            Dest::File(pipeline::Out::new(&file, out, &flusher)),
+            Dest::File(copy::Out::new(&file, out, &flusher)),
             log,
         ) {
             Ok(r) => {
@@ -638,7 +636,7 @@ fn recover_to_file(
         let r = concat(
             chain,
             opts.with_verify.then_some(sums),
-            Dest::File(pipeline::Out::new(file, &part_path, &flusher)),
+            Dest::File(copy::Out::new(file, &part_path, &flusher)),
             log,
         )?;
         flusher.finish()?;
@@ -708,7 +706,7 @@ fn parent_dir(p: &Path) -> PathBuf {
 /// Where recovered bytes go.
 enum Dest<'a> {
     /// A file: plain data files are copied by the kernel.
-    File(pipeline::Out<'a>),
+    File(copy::Out<'a>),
     /// A stream (stdout).
     Stream(&'a mut dyn Write, &'a Path),
 }
@@ -741,18 +739,18 @@ fn concat(
                 let src = File::open(&f.path).ctx("open", &f.path)?;
                 let len = src.metadata().ctx("stat", &f.path)?.len();
                 if verify.is_some() {
-                    let (s, fast) = pipeline::copy_and_hash(&src, &f.path, 0, len, *out, want_md5)?;
+                    let (s, fast) = copy::copy_and_hash(&src, &f.path, 0, len, *out, want_md5)?;
                     sum = s;
                     fast_ok = entry.is_some_and(|e| e.content == fast);
                 } else {
-                    pipeline::kernel_copy(&src, &f.path, 0, len, *out, true)?;
+                    copy::kernel_copy(&src, &f.path, 0, len, *out, true)?;
                 }
                 len
             }
             Dest::File(out) => {
                 // the inflated bytes, as written, are hashed
-                let mut fast = entry.map(|_| crate::sums::Hasher::new());
-                let n = pipeline::inflate_to_file(
+                let mut fast = entry.map(|_| crate::io::xxh3::Hasher::new());
+                let n = copy::inflate_to_file(
                     &f.path,
                     want_md5.then_some(&mut md5),
                     fast.as_mut(),
@@ -763,7 +761,7 @@ fn concat(
                 }
                 n
             }
-            Dest::Stream(w, out_path) => pipeline::stream_data(
+            Dest::Stream(w, out_path) => read::stream_data(
                 &f.path,
                 f.name.gzip,
                 verify.is_some().then_some(&mut md5),
@@ -778,12 +776,12 @@ fn concat(
             } else if let Some(s) = sum {
                 (s, "")
             } else if want_md5 || matches!(dest, Dest::Stream(..)) {
-                (pipeline::hex(&md5.finalize()), "")
+                (md5::hex(&md5.finalize()), "")
             } else {
                 // the fast checksum did not match: the md5 decides
                 let mut m = Md5::new();
-                pipeline::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
-                (pipeline::hex(&m.finalize()), "")
+                read::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
+                (md5::hex(&m.finalize()), "")
             };
             check_md5(cf, &sum)?;
             log.note(format_args!(

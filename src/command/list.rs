@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::dat;
 use crate::error::Result;
-use crate::lock;
-use crate::repo::{self, DataFile};
-use crate::stamp::{DataName, Kind, Stamp};
+use crate::format::dat;
+use crate::format::stamp::{DataName, Kind, Stamp};
+use crate::repository::chains::{self, DataFile};
+use crate::repository::lock;
 use crate::Log;
 
 /// What `-L` was asked to do.
@@ -68,12 +68,12 @@ impl ChainReport {
 /// Describe every chain of the repository.
 pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     let repo_dir = &opts.repository;
-    repo::check_dir(repo_dir)?;
+    chains::check_dir(repo_dir)?;
     let _lock = lock::lock(repo_dir, false, log)?;
-    let listing = repo::list(repo_dir)?;
+    let listing = chains::list(repo_dir)?;
     // chains are named by their full backups and by their .dat files; a
     // file a .dat lists is in that chain, wherever its stamp falls
-    let (strays, groups) = repo::groups(repo_dir, &listing);
+    let (strays, groups) = chains::groups(repo_dir, &listing);
     let mut out = Vec::new();
     if !strays.is_empty() {
         out.push(ChainReport {
@@ -108,7 +108,7 @@ fn describe_chain(
     head: Stamp,
     files: &[DataFile],
 ) -> Result<ChainReport> {
-    let dat_path = repo::dat_path_at(repo_dir, head);
+    let dat_path = chains::dat_path_at(repo_dir, head);
     let mut report = ChainReport {
         head,
         has_dat: false,
@@ -152,7 +152,7 @@ fn describe_chain(
             .push(format!("torn last line in the .dat: {t:?}"));
     }
     if dat.lines.is_empty() {
-        // recovery refuses such a chain (`repo::resolve_in`), so it is
+        // recovery refuses such a chain (`chains::resolve_in`), so it is
         // damaged, not an empty success
         report
             .problems

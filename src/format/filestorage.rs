@@ -20,10 +20,10 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use crate::buf::AlignedBuf;
 use crate::error::{Error, Result};
-use crate::index::{Index, MAX_POS};
-use crate::pipeline::read_full_at;
+use crate::format::index::{Index, MAX_POS};
+use crate::io::buf::AlignedBuf;
+use crate::io::read::read_full_at;
 
 /// Transaction header length.
 pub const TRANS_HDR_LEN: u64 = 23;

@@ -17,9 +17,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::dat::{self, DatFile, DatLine};
 use crate::error::{Error, Result};
-use crate::stamp::{DataName, Kind, Stamp};
+use crate::format::dat::{self, DatFile, DatLine};
+use crate::format::stamp::{DataName, Kind, Stamp};
 use crate::Log;
 
 /// A data file found in the repository.

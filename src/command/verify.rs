@@ -11,13 +11,12 @@
 
 use std::path::PathBuf;
 
-use crate::checksum::Md5;
-
 use crate::error::{Error, Result};
-use crate::lock;
-use crate::pipeline;
-use crate::repo;
-use crate::stamp::{DataName, Stamp};
+use crate::format::stamp::{DataName, Stamp};
+use crate::io::md5::{self, Md5};
+use crate::io::read;
+use crate::repository::chains;
+use crate::repository::lock;
 use crate::Log;
 
 /// What `-V` was asked to do.
@@ -42,12 +41,12 @@ pub struct Verified {
 /// Run a verification.
 pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     let repo_dir = &opts.repository;
-    repo::check_dir(repo_dir)?;
+    chains::check_dir(repo_dir)?;
     let _lock = lock::lock(repo_dir, false, log)?;
-    let listing = repo::list(repo_dir)?;
+    let listing = chains::list(repo_dir)?;
     // The newest chain, named by its full backup or by its .dat (a .dat
     // whose full backup is missing is that chain, reported missing below).
-    let Some(span) = repo::span_at(repo_dir, &listing, None)? else {
+    let Some(span) = chains::span_at(repo_dir, &listing, None)? else {
         return Err(Error::NoFiles("No files in repository".into()));
     };
     let dat_path = span.dat.clone();
@@ -78,13 +77,13 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         // a wrong clock: backups refuse to run, and an age below zero
         // would keep this check quiet for as long as the stamp is ahead.
         let newest_any = listing.newest_stamp.map_or(newest, |s| s.max(newest));
-        if let Some(ahead) = crate::stamp::too_far_ahead(newest_any, now) {
+        if let Some(ahead) = crate::format::stamp::too_far_ahead(newest_any, now) {
             bad.push(format!(
                 "the newest backup, {newest_any}, is stamped {} after the clock's {now} UTC \
                  (more than {} ahead): a clock is wrong, and backups refuse to run until it \
                  is fixed or the files stamped after {now} are moved out of the repository",
                 human(ahead),
-                human(crate::stamp::FUTURE_TOLERANCE)
+                human(crate::format::stamp::FUTURE_TOLERANCE)
             ));
         } else if age > max as i64 {
             bad.push(format!(
@@ -107,14 +106,14 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         ));
     }
     // files another chain's .dat lists are that chain's, not orphans
-    for f in repo::orphans(repo_dir, &listing, &span, log) {
+    for f in chains::orphans(repo_dir, &listing, &span, log) {
         bad.push(format!(
             "{} is not listed in {} (an orphan: recovery does not use it)",
             f.path.display(),
             dat_path.display()
         ));
     }
-    let sums = crate::sums::Sums::load(repo_dir);
+    let sums = crate::repository::sums::Sums::load(repo_dir);
     let mut out = Verified::default();
     let mut expected_start = 0u64;
     if !opts.quick {
@@ -139,7 +138,7 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         }
         if !opts.quick {
             if let Some(e) = sums.for_line(line) {
-                match crate::sums::hash_data(&path, gzip) {
+                match crate::io::xxh3::hash_data(&path, gzip) {
                     Ok((h, n)) if h == e.content && n == line.len() => {
                         log.note(format_args!(
                             "{}: its bytes have the fast checksum recorded with its md5",
@@ -166,7 +165,7 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
                 .map(|m| m.len())
                 .map_err(|e| Error::io("stat", &path, e))
         } else {
-            pipeline::stream_data(&path, gzip, Some(&mut md5), None)
+            read::stream_data(&path, gzip, Some(&mut md5), None)
         };
         let size = match size {
             Ok(n) => n,
@@ -185,7 +184,7 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
             continue;
         }
         if !opts.quick {
-            let sum = pipeline::hex(&md5.finalize());
+            let sum = md5::hex(&md5.finalize());
             if sum != line.md5 {
                 bad.push(format!(
                     "{} has checksum {sum}{when} instead of {}",

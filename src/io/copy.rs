@@ -1,45 +1,18 @@
-//! The one I/O core: read → md5 → (gzip) → write, in large buffers.
-//!
-//! Backups copy a byte range of the source (read with `pread`, so the file
-//! position never matters and the source is only ever opened read-only);
-//! recovery and verification read data files, decompressing `.fsz` /
-//! `.deltafsz` (multi-member gzip accepted, as Python's gzip module does).
+//! Copies of byte ranges into files: the kernel copy with its read/write
+//! fallback, the parallel copy that hashes and gzips on the way, and
+//! inflating a gzip data file into a file.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::checksum::Md5;
-
-use crate::buf::AlignedBuf;
-use crate::durable::Flusher;
 use crate::error::{Error, Result};
-
-/// Size of each read and of the pieces handed between threads. Reads go
-/// into page-aligned buffers ([`crate::buf`]): with those, 64 KiB to 2 MiB
-/// reads from the page cache all ran at the same speed here; 1 MiB keeps
-/// system calls and hand-offs few and is the gzip member size.
-pub const CHUNK: usize = 1 << 20;
-
-/// gzip level for `-z`. ZODB's repozo uses Python's zlib at its default of
-/// 9, in one thread. We compress 1 MiB members with libdeflate at level 1:
-/// on FileStorage data (`scripts/bench.py`, half the payloads random) it
-/// wrote files 1.1% larger than Python's level 9 at 1.8 times the speed of
-/// zlib-rs level 2 (which wrote 1.4% larger files); zlib-rs level 1 wrote
-/// 12% larger files.
-pub const GZIP_LEVEL: i32 = 1;
-
-/// Lower-case hex of an md5 digest.
-pub fn hex(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
+use crate::io::buf::{AlignedBuf, CHUNK};
+use crate::io::flush::Flusher;
+use crate::io::gzip::{compressor, gzip_member};
+use crate::io::md5::{hex, Md5};
+use crate::io::read::{ended_before, open_data, read_ahead, read_error, read_full_at};
 
 /// Where a backup's bytes go: a file, written plain or as gzip.
 #[derive(Debug)]
@@ -91,26 +64,6 @@ fn wrote(flush: Option<&Flusher>, n: u64) {
     }
 }
 
-/// A compressor for [`gzip_member`], one per thread.
-pub fn compressor() -> libdeflater::Compressor {
-    libdeflater::Compressor::new(
-        libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a valid libdeflate level"),
-    )
-}
-
-/// Compress `data` into one complete gzip member. A `-z` file is a
-/// sequence of such members, one per [`CHUNK`], so that they can be
-/// compressed on several cores; gzip readers (`gunzip`, Python's gzip
-/// module) read multi-member files as one stream.
-pub fn gzip_member(c: &mut libdeflater::Compressor, data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; c.gzip_compress_bound(data.len())];
-    let n = c
-        .gzip_compress(data, &mut out)
-        .map_err(|e| io::Error::other(format!("gzip compression failed: {e:?}")))?;
-    out.truncate(n);
-    Ok(out)
-}
-
 /// Which side of a copy failed, so the error names the right file.
 #[derive(Debug)]
 pub enum CopyError {
@@ -145,13 +98,6 @@ fn copy_range(
         pos += n as u64;
     }
     Ok(())
-}
-
-fn ended_before(pos: u64, end: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!("file ended at {pos}, before {end}"),
-    )
 }
 
 /// Buffers in flight between the reading/hashing thread and the writer.
@@ -213,7 +159,7 @@ pub fn copy_range_parallel(
     start: u64,
     len: u64,
     md5: &mut Md5,
-    content: &mut crate::sums::Hasher,
+    content: &mut crate::io::xxh3::Hasher,
     sink: Sink<'_>,
 ) -> std::result::Result<Copied, CopyError> {
     use std::collections::BTreeMap;
@@ -233,7 +179,7 @@ pub fn copy_range_parallel(
         // the writer: pieces in sequence order
         let writer = scope.spawn(move || -> std::result::Result<Copied, CopyError> {
             let mut out = file;
-            let mut stored = crate::sums::Hasher::new();
+            let mut stored = crate::io::xxh3::Hasher::new();
             let mut stored_len = 0u64;
             let mut waiting: BTreeMap<u64, Piece> = BTreeMap::new();
             let mut next = 0u64;
@@ -350,275 +296,10 @@ pub fn copy_range_parallel(
     })
 }
 
-/// Read into all of `buf` from `pos`, retrying after EINTR; fewer bytes
-/// only at the end of the file. Returns how many were read.
-pub fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], pos + got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// Threads reading for [`read_in_order`].
-const READERS: usize = 2;
-
-/// Read `[start, start + len)` of `file` in [`CHUNK`]s and hand the chunks
-/// to `f` in file order on this thread. With `parallel`, [`READERS`]
-/// threads read, so that a sequential hash (xxh3 runs faster than the
-/// kernel copies out of the page cache) is fed by both cores; short ranges,
-/// and callers that keep the other core busy themselves, read on this
-/// thread alone. Returns how many bytes were handed over: fewer than `len`
-/// only when the file ends first.
-pub fn read_in_order(
-    file: &File,
-    start: u64,
-    len: u64,
-    parallel: bool,
-    mut f: impl FnMut(&[u8]),
-) -> io::Result<u64> {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::mpsc::channel;
-    use std::sync::Mutex;
-
-    let chunk = CHUNK as u64;
-    let chunks = len.div_ceil(chunk);
-    if !parallel || chunks <= 4 {
-        let mut buf = AlignedBuf::new(CHUNK.min(len.max(1) as usize));
-        let mut pos = start;
-        let end = start + len;
-        while pos < end {
-            let want = ((end - pos) as usize).min(buf.len());
-            let n = read_full_at(file, &mut buf[..want], pos)?;
-            f(&buf[..n]);
-            pos += n as u64;
-            if n < want {
-                break;
-            }
-        }
-        return Ok(pos - start);
-    }
-    let (empty_tx, empty_rx) = channel::<AlignedBuf>();
-    for _ in 0..2 * READERS + 2 {
-        empty_tx
-            .send(AlignedBuf::new(CHUNK))
-            .expect("receiver alive");
-    }
-    let empty_rx = Mutex::new(empty_rx);
-    let (full_tx, full_rx) = channel::<(u64, AlignedBuf, io::Result<usize>)>();
-    let next = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        // ours inside the scope, so that a panic in `f` drops them and the
-        // readers stop instead of waiting for a buffer for ever
-        let (full_rx, empty_tx) = (full_rx, empty_tx);
-        for _ in 0..READERS {
-            let full_tx = full_tx.clone();
-            let (empty_rx, next, stop) = (&empty_rx, &next, &stop);
-            scope.spawn(move || {
-                // a buffer first, then a chunk: the chunk the consumer
-                // waits for always has a buffer
-                while let Ok(mut buf) = empty_rx
-                    .lock()
-                    .map_err(|_| ())
-                    .and_then(|r| r.recv().map_err(|_| ()))
-                {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= chunks || stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let pos = start + i * chunk;
-                    let want = (start + len - pos).min(chunk) as usize;
-                    let got = read_full_at(file, &mut buf[..want], pos);
-                    if full_tx.send((i, buf, got)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(full_tx);
-        let mut waiting: BTreeMap<u64, (AlignedBuf, io::Result<usize>)> = BTreeMap::new();
-        let mut expect = 0u64;
-        let mut total = 0u64;
-        let result = 'consume: loop {
-            if expect == chunks {
-                break Ok(total);
-            }
-            let Ok((i, buf, got)) = full_rx.recv() else {
-                break Err(io::Error::other("reader threads stopped early"));
-            };
-            waiting.insert(i, (buf, got));
-            while let Some((buf, got)) = waiting.remove(&expect) {
-                let want = (len - expect * chunk).min(chunk) as usize;
-                let n = match got {
-                    Ok(n) => n,
-                    Err(e) => break 'consume Err(e),
-                };
-                f(&buf[..n]);
-                total += n as u64;
-                expect += 1;
-                if n < want {
-                    break 'consume Ok(total); // the file ends here
-                }
-                // the readers may have stopped: nothing to return it to
-                let _ = empty_tx.send(buf);
-            }
-        };
-        // let the readers go: no more chunks, no more buffers
-        stop.store(true, Ordering::Relaxed);
-        drop(empty_tx);
-        result
-    })
-}
-
-/// Buffers in flight between [`read_ahead`]'s reader and its consumer.
-const AHEAD: usize = 4;
-
-/// Read `[start, start + len)` of `file` in [`CHUNK`]s on a thread of its
-/// own, which hands each chunk in file order to `near` before passing it
-/// to `far` on this thread: the reading and a fast hash (xxh3) take the
-/// other core while this one runs a slow one (md5). Returns how many bytes
-/// were handed over: fewer than `len` only when the file ends first.
-pub fn read_ahead(
-    file: &File,
-    start: u64,
-    len: u64,
-    mut near: impl FnMut(&[u8]) + Send,
-    mut far: impl FnMut(&[u8]),
-) -> io::Result<u64> {
-    use std::sync::mpsc::{channel, sync_channel};
-    let (full_tx, full_rx) = sync_channel::<(AlignedBuf, usize)>(AHEAD);
-    let (empty_tx, empty_rx) = channel::<AlignedBuf>();
-    for _ in 0..AHEAD {
-        empty_tx
-            .send(AlignedBuf::new(CHUNK.min(len.max(1) as usize)))
-            .expect("receiver alive");
-    }
-    std::thread::scope(|scope| {
-        // ours inside the scope, so that a panic in `far` drops them and
-        // the reader stops instead of waiting for a buffer for ever
-        let (full_rx, empty_tx) = (full_rx, empty_tx);
-        let reader = scope.spawn(move || -> io::Result<()> {
-            let mut pos = start;
-            let end = start + len;
-            while pos < end {
-                let Ok(mut buf) = empty_rx.recv() else {
-                    return Ok(()); // the consumer stopped
-                };
-                let want = ((end - pos) as usize).min(buf.len());
-                let n = read_full_at(file, &mut buf[..want], pos)?;
-                near(&buf[..n]);
-                pos += n as u64;
-                if full_tx.send((buf, n)).is_err() || n < want {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        });
-        let mut total = 0u64;
-        while let Ok((buf, n)) = full_rx.recv() {
-            far(&buf[..n]);
-            total += n as u64;
-            // the reader may be done: nothing to return it to
-            let _ = empty_tx.send(buf);
-        }
-        reader.join().expect("reader thread does not panic")?;
-        Ok(total)
-    })
-}
-
-/// md5 hex of `len` bytes of `src` from `start`, which the source must
-/// hold. Read on this thread alone: md5 is slower than reading, and its
-/// callers often keep the other core busy.
-pub fn md5_range(src: &File, path: &Path, start: u64, len: u64) -> Result<String> {
-    let mut md5 = Md5::new();
-    let n = read_in_order(src, start, len, false, |b| {
-        md5.update(b);
-        crate::progress::read(b.len() as u64);
-    })
-    .map_err(|e| Error::io("read", path, e))?;
-    if n < len {
-        return Err(Error::io(
-            "read",
-            path,
-            ended_before(start + n, start + len),
-        ));
-    }
-    Ok(hex(&md5.finalize()))
-}
-
-/// Open a repository data file for reading its uncompressed bytes.
-pub fn open_data(path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    if gzip {
-        let r = crate::gunzip::GzReader::new(f).map_err(|e| Error::io("open", path, e))?;
-        Ok(Box::new(r))
-    } else {
-        Ok(Box::new(f))
-    }
-}
-
-/// Stream a data file's uncompressed bytes into `md5` and `out`; returns
-/// the number of bytes. Errors name `path` (read side) or `out_path`.
-pub fn stream_data(
-    path: &Path,
-    gzip: bool,
-    mut md5: Option<&mut Md5>,
-    mut out: Option<(&mut dyn Write, &Path)>,
-) -> Result<u64> {
-    for_each_chunk(path, gzip, |chunk| {
-        if let Some(m) = md5.as_deref_mut() {
-            m.update(chunk);
-        }
-        if let Some((o, opath)) = out.as_mut() {
-            o.write_all(chunk).map_err(|e| {
-                if e.kind() == io::ErrorKind::BrokenPipe {
-                    Error::BrokenPipe
-                } else {
-                    Error::io("write", opath, e)
-                }
-            })?;
-            crate::progress::written(chunk.len() as u64);
-        }
-        Ok(())
-    })
-}
-
-/// Read a data file's uncompressed bytes in [`CHUNK`]s, counted as read,
-/// handing each to `f`; returns the number of bytes. Read errors name
-/// `path`.
-pub fn for_each_chunk(
-    path: &Path,
-    gzip: bool,
-    mut f: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<u64> {
-    let mut r = open_data(path, gzip)?;
-    let mut buf = AlignedBuf::new(CHUNK);
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(path, gzip, e)),
-        };
-        crate::progress::read(n as u64);
-        f(&buf[..n])?;
-        total += n as u64;
-    }
-    Ok(total)
-}
-
 /// Copy `len` bytes of `src` from `start` to the current position of `out`
 /// inside the kernel (`copy_file_range`), falling back to read/write where
 /// the file systems do not support it. The flusher hears of every step
-/// (and syncs every [`FLUSH_STEP`](crate::durable::Flusher) bytes).
+/// (and syncs every [`FLUSH_STEP`](crate::io::flush::Flusher) bytes).
 pub fn kernel_copy(
     src: &File,
     src_path: &Path,
@@ -709,54 +390,6 @@ impl Write for OutWriter<'_> {
     }
 }
 
-/// A writer into `file` that asks the kernel to start writing what it has
-/// written to disk every [`WRITEBACK_STEP_SMALL`] bytes, so that the disk
-/// works while the rest is produced and the final `fsync` waits less (an
-/// 8 MB `.index` on a shared disk).
-pub struct WritebackWriter<'a> {
-    file: &'a File,
-    unflushed: u64,
-}
-
-/// Bytes written between two writeback requests of a [`WritebackWriter`].
-const WRITEBACK_STEP_SMALL: u64 = 2 << 20;
-
-impl<'a> WritebackWriter<'a> {
-    pub fn new(file: &'a File) -> Self {
-        WritebackWriter { file, unflushed: 0 }
-    }
-}
-
-impl Write for WritebackWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = (&mut &*self.file).write(buf)?;
-        self.unflushed += n as u64;
-        if self.unflushed >= WRITEBACK_STEP_SMALL {
-            start_writeback(self.file);
-            self.unflushed = 0;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        start_writeback(self.file);
-        self.unflushed = 0;
-        Ok(())
-    }
-}
-
-/// Ask the kernel to start writing `file`'s dirty pages to disk now
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so that
-/// the disk works while we copy or hash and the final `fsync` finds little
-/// left to do. Only a hint: errors are left for that `fsync` to report.
-pub fn start_writeback(file: &File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 /// Copy `[start, start + len)` of `src` into `out` with the kernel while
 /// hashing the same range: its xxh3-128 always, and its md5 hex when
 /// `want_md5`. With md5, this thread runs nothing else, the slowest part
@@ -784,7 +417,7 @@ pub fn copy_and_hash(
                 copied
             });
             let mut md5 = Md5::new();
-            let mut fast = crate::sums::Hasher::new();
+            let mut fast = crate::io::xxh3::Hasher::new();
             let read = read_ahead(
                 src,
                 start,
@@ -803,11 +436,13 @@ pub fn copy_and_hash(
             }
             Ok((Some(hex(&md5.finalize())), fast.digest128()))
         } else {
-            let fast = scope.spawn(|| match crate::sums::hash_range_serial(src, start, len) {
-                Ok((h, n)) if n == len => Ok(h),
-                Ok((_, n)) => Err(short(n)),
-                Err(e) => Err(Error::io("read", src_path, e)),
-            });
+            let fast = scope.spawn(
+                || match crate::io::xxh3::hash_range_serial(src, start, len) {
+                    Ok((h, n)) if n == len => Ok(h),
+                    Ok((_, n)) => Err(short(n)),
+                    Err(e) => Err(Error::io("read", src_path, e)),
+                },
+            );
             let copied = kernel_copy(src, src_path, start, len, out, true);
             let fast = fast.join().expect("hashing thread does not panic");
             copied?;
@@ -816,47 +451,13 @@ pub fn copy_and_hash(
     })
 }
 
-/// Whether the uncompressed bytes of a data file equal `src` from `at`;
-/// returns the file's length when they do, `None` at the first difference
-/// (or when the source ends first).
-pub fn same_as_source(
-    path: &Path,
-    gzip: bool,
-    src: &File,
-    src_path: &Path,
-    at: u64,
-) -> Result<Option<u64>> {
-    let mut r = open_data(path, gzip)?;
-    let mut a = AlignedBuf::new(CHUNK);
-    let mut b = AlignedBuf::new(CHUNK);
-    let mut n_total = 0u64;
-    loop {
-        let n = match r.read(&mut a) {
-            Ok(0) => return Ok(Some(n_total)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_error(path, gzip, e)),
-        };
-        let got = read_full_at(src, &mut b[..n], at + n_total)
-            .map_err(|e| Error::io("read", src_path, e))?;
-        if got < n {
-            return Ok(None); // the source ends first
-        }
-        if a[..n] != b[..n] {
-            return Ok(None);
-        }
-        crate::progress::read(n as u64);
-        n_total += n as u64;
-    }
-}
-
 /// Decompress a gzip data file into `out` on two cores: this thread
 /// inflates (and hashes), another writes whole [`CHUNK`]s. Returns the
 /// number of uncompressed bytes.
 pub fn inflate_to_file(
     path: &Path,
     mut md5: Option<&mut Md5>,
-    mut fast: Option<&mut crate::sums::Hasher>,
+    mut fast: Option<&mut crate::io::xxh3::Hasher>,
     out: Out<'_>,
 ) -> Result<u64> {
     use std::sync::mpsc::{channel, sync_channel};
@@ -916,44 +517,10 @@ pub fn inflate_to_file(
     })
 }
 
-/// A read error on a data file: for gzip files, bad data is reported as a
-/// damaged gzip stream rather than an I/O failure.
-pub fn read_error(path: &Path, gzip: bool, e: io::Error) -> Error {
-    let data_error = matches!(
-        e.kind(),
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof
-    );
-    if gzip && data_error {
-        Error::BadGzip {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    } else {
-        Error::io("read", path, e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn streaming_and_one_shot_md5_agree() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(&p, &data).unwrap();
-        let f = File::open(&p).unwrap();
-        let one_shot = hex(&Md5::digest(&data[5..]));
-        assert_eq!(
-            md5_range(&f, &p, 5, data.len() as u64 - 5).unwrap(),
-            one_shot
-        );
-        let mut m = Md5::new();
-        let n = stream_data(&p, false, Some(&mut m), None).unwrap();
-        assert_eq!(n, data.len() as u64);
-        assert_eq!(hex(&m.finalize()), hex(&Md5::digest(&data)));
-    }
+    use crate::io::read::md5_range;
 
     /// The copy through memory that `kernel_copy` falls back to.
     #[test]
@@ -983,7 +550,7 @@ mod tests {
         (&src).write_all(&data).unwrap();
         for gzip in [false, true] {
             let mut m1 = Md5::new();
-            let mut h = crate::sums::Hasher::new();
+            let mut h = crate::io::xxh3::Hasher::new();
             let c = copy_range_parallel(
                 &src,
                 7,
@@ -1019,54 +586,10 @@ mod tests {
             0,
             data.len() as u64 + 1,
             &mut m,
-            &mut crate::sums::Hasher::new(),
+            &mut crate::io::xxh3::Hasher::new(),
             Sink::new(tempfile::tempfile().unwrap(), false, None),
         );
         assert!(matches!(r, Err(CopyError::Read(_))));
-    }
-
-    #[test]
-    fn read_ahead_hands_over_every_chunk_in_order_to_both_sides() {
-        let data: Vec<u8> = (0..4 * CHUNK + 5).map(|i| (i * 13 % 239) as u8).collect();
-        let src = tempfile::tempfile().unwrap();
-        (&src).write_all(&data).unwrap();
-        for (start, len) in [(0, data.len() as u64), (9, 2 * CHUNK as u64), (3, 0)] {
-            let (mut near, mut far) = (Vec::new(), Vec::new());
-            let n = read_ahead(
-                &src,
-                start,
-                len,
-                |b| near.extend_from_slice(b),
-                |b| far.extend_from_slice(b),
-            )
-            .unwrap();
-            let want = &data[start as usize..(start + len) as usize];
-            assert_eq!((n, &near[..], &far[..]), (len, want, want));
-        }
-        // past the end: what the file holds, and no hang
-        let mut far = Vec::new();
-        let n = read_ahead(&src, 7, data.len() as u64, |_| {}, |b| far.extend(b)).unwrap();
-        assert_eq!((n, &far[..]), (data.len() as u64 - 7, &data[7..]));
-    }
-
-    /// A consumer that panics stops the readers: the panic comes out, no
-    /// thread waits for ever.
-    #[test]
-    fn a_panicking_consumer_does_not_hang_the_readers() {
-        let data = vec![5u8; 12 * CHUNK];
-        let src = tempfile::tempfile().unwrap();
-        (&src).write_all(&data).unwrap();
-        let len = data.len() as u64;
-        let r = std::panic::catch_unwind(|| {
-            read_ahead(&src, 0, len, |_| {}, |_| panic!("consumer fails"))
-        });
-        assert!(r.is_err());
-        for parallel in [false, true] {
-            let r = std::panic::catch_unwind(|| {
-                read_in_order(&src, 0, len, parallel, |_| panic!("consumer fails"))
-            });
-            assert!(r.is_err());
-        }
     }
 
     #[test]
@@ -1097,27 +620,5 @@ mod tests {
             let r = copy_and_hash(&src, &sp, 0, data.len() as u64 + 1, out, want_md5);
             assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
         }
-    }
-
-    #[test]
-    fn gzip_round_trip_and_multi_member() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.fsz");
-        let mut all = Vec::new();
-        for part in [&b"hello "[..], &b"world"[..]] {
-            all.extend(gzip_member(&mut compressor(), part).unwrap());
-        }
-        std::fs::write(&p, &all).unwrap();
-        let mut m = Md5::new();
-        let n = stream_data(&p, true, Some(&mut m), None).unwrap();
-        assert_eq!(n, 11);
-        assert_eq!(hex(&m.finalize()), hex(&Md5::digest(b"hello world")));
-        // a damaged stream is a gzip error naming the file
-        let mut bad = all.clone();
-        let k = bad.len() - 3;
-        bad[k] ^= 0xff;
-        std::fs::write(&p, &bad).unwrap();
-        let err = stream_data(&p, true, None, None).unwrap_err();
-        assert!(matches!(err, Error::BadGzip { .. }), "{err}");
     }
 }
