@@ -148,6 +148,14 @@ pub fn retain(repo: &Path, keep: usize, log: &Log) -> u64 {
     freed
 }
 
+/// The FileStorage scan reads the source with `pread`, retrying after
+/// EINTR ([`read::read_full_at`]).
+impl filestorage::ReadAt for File {
+    fn read_full_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        read::read_full_at(self, buf, pos)
+    }
+}
+
 fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &opts.repository;
     remove_stale_temporaries(repo, log)?;
@@ -156,7 +164,8 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let stamp = new_stamp(&listing, log)?;
     // The source: opened read-only, always.
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
-    let size = filestorage::check_magic(&src, &opts.file)?;
+    let size = src.metadata().ctx("stat", &opts.file)?.len();
+    filestorage::check_magic(&src, size, &opts.file)?;
 
     // The newest chain as its .dat describes it, whatever the clock says (a
     // clock that went back must not make us start an out-of-order chain).
@@ -539,8 +548,8 @@ fn new_stamp(listing: &chains::Listing, log: &Log) -> Result<Stamp> {
                  the clock's {now} UTC (more than {} ahead): if the clock is wrong, fix it; \
                  if it was wrong when that backup was made, move the files stamped after \
                  {now} out of the repository; nothing was written",
-                crate::command::verify::human(newest.seconds_since(now)),
-                crate::command::verify::human(crate::format::stamp::FUTURE_TOLERANCE),
+                crate::format::stamp::human(newest.seconds_since(now)),
+                crate::format::stamp::human(crate::format::stamp::FUTURE_TOLERANCE),
             )))
         }
         Some(newest) if newest >= now => {

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::format::stamp::{DataName, Stamp};
+use crate::format::stamp::{self, DataName, Stamp};
 use crate::io::md5::{self, Md5};
 use crate::io::read;
 use crate::repository::chains;
@@ -71,7 +71,7 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         let age = now.seconds_since(newest);
         log.note(format_args!(
             "the newest backup is {newest}, {} old",
-            human(age)
+            stamp::human(age)
         ));
         // A stamp far in the future (any file's, as `-B` sees them) means
         // a wrong clock: backups refuse to run, and an age below zero
@@ -82,14 +82,14 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
                 "the newest backup, {newest_any}, is stamped {} after the clock's {now} UTC \
                  (more than {} ahead): a clock is wrong, and backups refuse to run until it \
                  is fixed or the files stamped after {now} are moved out of the repository",
-                human(ahead),
-                human(crate::format::stamp::FUTURE_TOLERANCE)
+                stamp::human(ahead),
+                stamp::human(crate::format::stamp::FUTURE_TOLERANCE)
             ));
         } else if age > max as i64 {
             bad.push(format!(
                 "the newest backup, {newest}, is {} old (more than {})",
-                human(age),
-                human(max as i64)
+                stamp::human(age),
+                stamp::human(max as i64)
             ));
         }
     }
@@ -201,27 +201,5 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         Ok(out)
     } else {
         Err(Error::VerificationFailed(bad))
-    }
-}
-
-/// A duration for people: `3d 2h`, `26h 5m`, `40s`.
-pub fn human(secs: i64) -> String {
-    if secs < 0 {
-        return format!("-{}", human(-secs));
-    }
-    let (d, h, m, s) = (
-        secs / 86400,
-        secs % 86400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m {s}s")
-    } else {
-        format!("{s}s")
     }
 }

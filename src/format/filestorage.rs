@@ -16,14 +16,28 @@
 //! are not committed. Damage that ZODB refuses (`panic` in `read_index`) is
 //! an error here too.
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::index::{Index, MAX_POS};
-use crate::io::buf::AlignedBuf;
-use crate::io::read::read_full_at;
+
+/// Where a FileStorage's bytes are read from: the source file (its
+/// implementation, with `pread`, is the command's, see
+/// `command/backup.rs`) or, in tests, a byte slice.
+pub trait ReadAt {
+    /// Read into all of `buf` from `pos`; fewer bytes only at the end.
+    fn read_full_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for [u8] {
+    fn read_full_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        let from = (pos.min(self.len() as u64)) as usize;
+        let n = buf.len().min(self.len() - from);
+        buf[..n].copy_from_slice(&self[from..from + n]);
+        Ok(n)
+    }
+}
 
 /// Transaction header length.
 pub const TRANS_HDR_LEN: u64 = 23;
@@ -54,22 +68,22 @@ pub struct Scan {
 
 /// A read-only window over the file, so that header reads do not each cost
 /// a system call.
-struct Window<'a> {
-    file: &'a File,
+struct Window<'a, R: ReadAt + ?Sized> {
+    file: &'a R,
     /// Reads never go past this offset: bytes appended while we scan are
     /// not ours to judge.
     limit: u64,
-    buf: AlignedBuf,
+    buf: Vec<u8>,
     start: u64,
     len: usize,
 }
 
-impl<'a> Window<'a> {
-    fn new(file: &'a File, limit: u64) -> Self {
+impl<'a, R: ReadAt + ?Sized> Window<'a, R> {
+    fn new(file: &'a R, limit: u64) -> Self {
         Window {
             file,
             limit,
-            buf: AlignedBuf::new(WINDOW),
+            buf: vec![0; WINDOW],
             start: 0,
             len: 0,
         }
@@ -81,7 +95,7 @@ impl<'a> Window<'a> {
         let in_window = pos >= self.start && pos + n as u64 <= self.start + self.len as u64;
         if !in_window {
             let want = (self.limit.saturating_sub(pos)).min(WINDOW as u64) as usize;
-            let got = read_full_at(self.file, &mut self.buf[..want], pos)?;
+            let got = self.file.read_full_at(&mut self.buf[..want], pos)?;
             self.start = pos;
             self.len = got;
         }
@@ -108,12 +122,8 @@ fn be64(b: &[u8]) -> u64 {
     u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
-/// Check the magic of an open source file; returns its size.
-pub fn check_magic(file: &File, path: &Path) -> Result<u64> {
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
+/// Check the magic of a source of `size` bytes named `path`.
+pub fn check_magic<R: ReadAt + ?Sized>(file: &R, size: u64, path: &Path) -> Result<()> {
     let bad = |reason: String| Error::NotFileStorage {
         path: path.to_path_buf(),
         reason,
@@ -122,21 +132,23 @@ pub fn check_magic(file: &File, path: &Path) -> Result<u64> {
         return Err(bad("the file is empty".into()));
     }
     let mut magic = [0u8; 4];
-    let got = read_full_at(file, &mut magic, 0).map_err(|e| Error::io("read", path, e))?;
+    let got = file
+        .read_full_at(&mut magic, 0)
+        .map_err(|e| Error::io("read", path, e))?;
     if got < 4 || (&magic != MAGIC_FS30 && &magic != MAGIC_FS21) {
         return Err(bad(format!(
             "bad magic {:?} (expected FS30 or FS21)",
             String::from_utf8_lossy(&magic[..got])
         )));
     }
-    Ok(size)
+    Ok(())
 }
 
 /// Scan `file` from `start` (4 for a whole file, or the position an
 /// existing `index` is valid up to) and return where the committed data
 /// ends. `size` bounds the scan (normally the file's size at open).
-pub fn scan_from(
-    file: &File,
+pub fn scan_from<R: ReadAt + ?Sized>(
+    file: &R,
     path: &Path,
     size: u64,
     start: u64,
@@ -235,26 +247,31 @@ pub fn scan_from(
     })
 }
 
-/// Open-and-scan convenience: check the magic and scan the whole file.
-pub fn scan(file: &File, path: &Path) -> Result<Scan> {
-    let size = check_magic(file, path)?;
+/// Check the magic and scan the whole of a source of `size` bytes.
+pub fn scan<R: ReadAt + ?Sized>(file: &R, size: u64, path: &Path) -> Result<Scan> {
+    check_magic(file, size, path)?;
     scan_from(file, path, size, 4, Index::new())
 }
 
 /// ZODB's `_check_sanity`: does `index`, said to be valid up to `pos`, agree
 /// with the last transactions before `pos` in the file? Looks at up to five
 /// data records of the newest transactions that were not undone.
-pub fn index_is_sane(file: &File, size: u64, index: &Index, pos: u64) -> bool {
+pub fn index_is_sane<R: ReadAt + ?Sized>(file: &R, size: u64, index: &Index, pos: u64) -> bool {
     check_sanity(file, size, index, pos).unwrap_or(false)
 }
 
-fn check_sanity(file: &File, size: u64, index: &Index, mut pos: u64) -> io::Result<bool> {
+fn check_sanity<R: ReadAt + ?Sized>(
+    file: &R,
+    size: u64,
+    index: &Index,
+    mut pos: u64,
+) -> io::Result<bool> {
     if pos < 100 || size < pos {
         return Ok(false);
     }
     let read = |at: u64, n: usize| -> io::Result<Vec<u8>> {
         let mut b = vec![0u8; n];
-        let got = read_full_at(file, &mut b, at)?;
+        let got = file.read_full_at(&mut b, at)?;
         b.truncate(got);
         Ok(b)
     };
@@ -324,4 +341,81 @@ fn check_sanity(file: &File, size: u64, index: &Index, mut pos: u64) -> io::Resu
         return Ok(true);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One transaction of `records` (oid, pickle), status `status`, at
+    /// `pos`, as ZODB lays it out.
+    fn transaction(pos: u64, status: u8, records: &[(u64, &[u8])]) -> Vec<u8> {
+        let user = b"u";
+        let hl = TRANS_HDR_LEN + user.len() as u64;
+        let data: u64 = records
+            .iter()
+            .map(|(_, p)| DATA_HDR_LEN + p.len() as u64)
+            .sum();
+        let tl = hl + data;
+        let mut t = Vec::new();
+        t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]); // tid
+        t.extend_from_slice(&tl.to_be_bytes());
+        t.push(status);
+        t.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        t.extend_from_slice(&0u16.to_be_bytes());
+        t.extend_from_slice(&0u16.to_be_bytes());
+        t.extend_from_slice(user);
+        for (oid, p) in records {
+            t.extend_from_slice(&oid.to_be_bytes());
+            t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]); // tid
+            t.extend_from_slice(&0u64.to_be_bytes()); // prev
+            t.extend_from_slice(&pos.to_be_bytes()); // tloc
+            t.extend_from_slice(&0u16.to_be_bytes()); // vlen
+            t.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            t.extend_from_slice(p);
+        }
+        t.extend_from_slice(&tl.to_be_bytes());
+        t
+    }
+
+    #[test]
+    fn a_scan_of_bytes_finds_the_committed_end_and_the_index() {
+        let mut fs = MAGIC_FS30.to_vec();
+        let first = transaction(4, b' ', &[(0, b"root"), (7, b"seven")]);
+        fs.extend_from_slice(&first);
+        let second_at = fs.len() as u64;
+        fs.extend_from_slice(&transaction(second_at, b' ', &[(7, b"again")]));
+        let committed = fs.len() as u64;
+        let p = Path::new("Data.fs");
+        let s = scan(&fs[..], fs.len() as u64, p).unwrap();
+        assert_eq!((s.end, s.transactions, s.index.len()), (committed, 2, 2));
+        assert_eq!(s.index.get(0), Some(4 + TRANS_HDR_LEN + 1));
+        assert_eq!(s.index.get(7), Some(second_at + TRANS_HDR_LEN + 1));
+        // a transaction still being committed, or cut short, is not
+        let mut pending = fs.clone();
+        pending.extend_from_slice(&transaction(committed, b'c', &[(9, b"x")]));
+        let s = scan(&pending[..], pending.len() as u64, p).unwrap();
+        assert_eq!((s.end, s.index.get(9)), (committed, None));
+        let mut cut = fs.clone();
+        cut.extend_from_slice(&transaction(committed, b' ', &[(9, b"x")])[..30]);
+        assert_eq!(scan(&cut[..], cut.len() as u64, p).unwrap().end, committed);
+        // a record that claims another transaction is damage
+        let mut bad = fs.clone();
+        bad.extend_from_slice(&transaction(committed + 1, b' ', &[(9, b"x")]));
+        assert!(matches!(
+            scan(&bad[..], bad.len() as u64, p),
+            Err(Error::NotFileStorage { .. })
+        ));
+        // the index agrees with the file it came from, not with another
+        assert!(index_is_sane(&fs[..], committed, &s_index(&fs), committed));
+        assert!(!index_is_sane(&fs[..], committed, &Index::new(), committed));
+        // not a FileStorage
+        assert!(check_magic(&b"FS99"[..], 4, p).is_err());
+    }
+
+    fn s_index(fs: &[u8]) -> Index {
+        scan(fs, fs.len() as u64, Path::new("Data.fs"))
+            .unwrap()
+            .index
+    }
 }

@@ -168,12 +168,6 @@ impl Index {
         }
     }
 
-    /// Read a `.index` file: see [`Index::read_from`].
-    pub fn load(path: &std::path::Path) -> Result<(u64, Index), String> {
-        let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        Index::read_from(crate::io::buf::AlignedReader::with_capacity(1 << 20, f))
-    }
-
     /// Read a `.index` stream. Returns the position and the index, or an
     /// error message when the stream is not an fsIndex save (the old
     /// dict-based format included: callers fall back to a scan).

@@ -232,6 +232,28 @@ impl DataName {
     }
 }
 
+/// A duration for people: `3d 2h`, `26h 5m`, `40s`.
+pub fn human(secs: i64) -> String {
+    if secs < 0 {
+        return format!("-{}", human(-secs));
+    }
+    let (d, h, m, s) = (
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
