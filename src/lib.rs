@@ -47,12 +47,12 @@ pub mod command;
 pub mod error;
 pub mod format;
 pub mod io;
+pub mod log;
 pub mod progress;
 pub mod repository;
 
 pub use error::{Error, Result};
-
-use std::fmt;
+pub use log::{one_line, stderr_line, write_stdout, Log};
 
 use command::{backup, list, recover, verify};
 use format::stamp;
@@ -67,95 +67,14 @@ pub(crate) fn fuzz_cases() -> u32 {
         .unwrap_or(3000)
 }
 
-/// Progress notes for `-v`, written to stderr (so they never mix with a
-/// recovery written to stdout).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Log {
-    pub verbose: bool,
-}
-
-impl Log {
-    /// Print a note when verbose, on one line (see [`one_line`]; a write
-    /// error is ignored, see [`stderr_line`]).
-    pub fn note(&self, args: fmt::Arguments<'_>) {
-        if self.verbose {
-            stderr_line(format_args!("{}", one_line(&args.to_string())));
-        }
-    }
-
-    /// A warning, printed whatever the verbosity once the run has
-    /// succeeded: something went wrong that does not make the run fail. A
-    /// run that fails prints its one error line only.
-    pub fn warn(&self, args: fmt::Arguments<'_>) {
-        let mut w = WARNINGS.lock().unwrap_or_else(|e| e.into_inner());
-        w.push(format!("repozo: warning: {}", one_line(&args.to_string())));
-    }
-
-    /// A log that prints no notes (tests).
-    pub fn quiet() -> Log {
-        Log { verbose: false }
-    }
-}
-
-/// Write one line to stderr, ignoring any error: a closed or broken
-/// stderr (`repozo -v ... 2>&1 | head -1`) must never stop a run, least of
-/// all between publishing a file and recording it (`eprintln!` panics when
-/// the write fails). Every line the tool writes to stderr goes through here.
-pub fn stderr_line(args: fmt::Arguments<'_>) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{args}");
-}
-
-/// Write `text` to stdout and flush it; a failure (a closed pipe) is an
-/// error naming `<stdout>`, never a panic.
-pub fn write_stdout(text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("write", std::path::Path::new("<stdout>"), e))
-}
-
-/// A message line as printed: control characters other than tab (a
-/// newline or carriage return in a path, an escape sequence) are shown
-/// escaped (`\n`, `\r`, `\x1b`, `\u{85}`), so that every message stays one
-/// line and cannot drive the terminal. Paths reach messages through
-/// `Path::display`, which shows bytes that are not UTF-8 as U+FFFD.
-pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{2028}' | '\u{2029}');
-    if !s.chars().any(bad) {
-        return s.into();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if bad(c) && (c as u32) < 0x80 => {
-                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\x{:02x}", c as u32));
-            }
-            c if bad(c) => {
-                let _ = fmt::Write::write_fmt(&mut out, format_args!("\\u{{{:x}}}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
-/// Warnings of this run, printed when it succeeds (see [`Log::warn`]).
-static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
 /// Run the operation the options ask for; with `-v`, end with a summary
 /// line.
 pub fn run(opts: &cli::Options) -> Result<()> {
     let started = std::time::Instant::now();
-    let log = Log {
-        verbose: opts.verbose,
-    };
-    let what = run_inner(opts);
+    let log = Log::new(opts.verbose);
+    let what = run_inner(opts, &log);
     progress::done();
-    let warnings = std::mem::take(&mut *WARNINGS.lock().unwrap_or_else(|e| e.into_inner()));
+    let warnings = log.take_warnings();
     let what = what?;
     for w in warnings {
         stderr_line(format_args!("{}", one_line(&w)));
@@ -164,10 +83,7 @@ pub fn run(opts: &cli::Options) -> Result<()> {
     Ok(())
 }
 
-fn run_inner(opts: &cli::Options) -> Result<String> {
-    let log = Log {
-        verbose: opts.verbose,
-    };
+fn run_inner(opts: &cli::Options, log: &Log) -> Result<String> {
     for note in &opts.ignored {
         log.note(format_args!("{note}"));
     }
@@ -182,7 +98,7 @@ fn run_inner(opts: &cli::Options) -> Result<String> {
                 kill_old: opts.kill_old,
                 keep: opts.keep,
             };
-            backup::backup(&o, &log).map(|out| match out {
+            backup::backup(&o, log).map(|out| match out {
                 backup::Outcome::Full { name, end, .. } => {
                     format!("full backup {name} of {end} bytes")
                 }
@@ -207,7 +123,7 @@ fn run_inner(opts: &cli::Options) -> Result<String> {
                 full: opts.full,
                 quick: opts.quick,
             };
-            recover::recover(&o, &log)
+            recover::recover(&o, log)
                 .map(|r| format!("recovered {} bytes from {} file(s)", r.bytes, r.files.len()))
         }
         cli::Mode::Verify => {
@@ -216,7 +132,7 @@ fn run_inner(opts: &cli::Options) -> Result<String> {
                 quick: opts.quick,
                 max_age: opts.max_age,
             };
-            verify::verify(&o, &log)
+            verify::verify(&o, log)
                 .map(|v| format!("verified {} file(s), {} bytes", v.files, v.bytes))
         }
         cli::Mode::List => {
@@ -224,21 +140,7 @@ fn run_inner(opts: &cli::Options) -> Result<String> {
                 repository: opts.repository.clone(),
                 json: opts.json,
             };
-            list::list(&o, &log).map(|c| format!("listed {} chain(s)", c.len()))
+            list::list(&o, log).map(|c| format!("listed {} chain(s)", c.len()))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn messages_stay_one_line() {
-        assert_eq!(one_line("plain\ttab é \u{fffd}"), "plain\ttab é \u{fffd}");
-        assert_eq!(
-            one_line("a\nb\rc\u{1b}[31m\u{7f}\u{85}\u{2028}"),
-            "a\\nb\\rc\\x1b[31m\\x7f\\u{85}\\u{2028}"
-        );
     }
 }

@@ -32,10 +32,10 @@ use crate::io::durable::{self, TempFile};
 use crate::io::flush::{self, Flusher};
 use crate::io::md5::{self, Md5};
 use crate::io::{buf, read, xxh3};
+use crate::log::Log;
 use crate::repository::chains::{self, DataFile};
 use crate::repository::lock;
 use crate::repository::sums::{self, Sums};
-use crate::Log;
 
 /// What `-B` was asked to do.
 #[derive(Clone, Debug, Default)]

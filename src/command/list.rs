@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use crate::error::Result;
 use crate::format::dat;
 use crate::format::stamp::{DataName, Kind, Stamp};
+use crate::log::Log;
 use crate::repository::chains::{self, DataFile};
 use crate::repository::lock;
-use crate::Log;
 
 /// What `-L` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -230,7 +230,7 @@ pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
         to_text(&chains)
     };
     // a closed stdout is an error (exit 1), never a panic
-    crate::write_stdout(&text)?;
+    crate::log::write_stdout(&text)?;
     Ok(chains)
 }
 
@@ -287,7 +287,7 @@ pub fn to_text(chains: &[ChainReport]) -> String {
             );
         }
         for p in &c.problems {
-            let _ = writeln!(s, "  problem: {}", crate::one_line(p));
+            let _ = writeln!(s, "  problem: {}", crate::log::one_line(p));
         }
     }
     s

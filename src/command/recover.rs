@@ -19,10 +19,10 @@ use crate::io::durable::{self, TempFile};
 use crate::io::flush::Flusher;
 use crate::io::md5::{self, Md5};
 use crate::io::{buf, copy, read};
+use crate::log::Log;
 use crate::repository::chains::{self, ChainFile, Resolved};
 use crate::repository::lock;
 use crate::repository::sums::Sums;
-use crate::Log;
 
 /// What `-R` was asked to do.
 #[derive(Clone, Debug, Default)]

@@ -15,9 +15,9 @@ use crate::error::{Error, Result};
 use crate::format::stamp::{self, DataName, Stamp};
 use crate::io::md5::{self, Md5};
 use crate::io::read;
+use crate::log::Log;
 use crate::repository::chains;
 use crate::repository::lock;
-use crate::Log;
 
 /// What `-V` was asked to do.
 #[derive(Clone, Debug, Default)]

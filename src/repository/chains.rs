@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::dat::{self, DatFile, DatLine};
 use crate::format::stamp::{DataName, Kind, Stamp};
-use crate::Log;
+use crate::log::Log;
 
 /// A data file found in the repository.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -15,7 +15,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::Log;
+use crate::log::Log;
 
 /// Name of the lock file in the repository.
 pub const LOCK_NAME: &str = ".repozo.lock";

@@ -46,7 +46,7 @@ use std::path::Path;
 use crate::error::{IoContext, Result};
 use crate::format::dat::DatLine;
 use crate::io::durable::TempFile;
-use crate::Log;
+use crate::log::Log;
 
 /// The file's name in a repository.
 pub const SUMS_NAME: &str = ".repozo-sums";
