@@ -3,4 +3,6 @@
 
 pub mod chains;
 pub mod lock;
+pub mod publish;
+pub mod retention;
 pub mod sums;
