@@ -18,8 +18,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -34,8 +32,9 @@ use crate::io::md5::{self, Md5};
 use crate::io::{buf, read, xxh3};
 use crate::log::Log;
 use crate::repository::chains::{self, DataFile};
-use crate::repository::lock;
+use crate::repository::publish::NewBackup;
 use crate::repository::sums::{self, Sums};
+use crate::repository::Repository;
 
 /// What `-B` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -98,13 +97,12 @@ impl Reason {
 
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
-    let repo = &opts.repository;
-    chains::check_dir(repo)?;
-    let _lock = lock::lock(repo, true, log)?;
-    let outcome = backup_locked(opts, log)?;
+    let repo = &Repository::open(&opts.repository)?;
+    let _lock = repo.lock(true, log)?;
+    let outcome = backup_locked(opts, repo, log)?;
     // the backup is committed: what follows is best effort
     if let Some(n) = opts.keep {
-        retain(repo, n, log);
+        repo.retain(n, log);
     }
     Ok(outcome)
 }
@@ -117,10 +115,9 @@ impl filestorage::ReadAt for File {
     }
 }
 
-fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
-    let repo = &opts.repository;
-    remove_stale_temporaries(repo, log)?;
-    let listing = chains::list(repo)?;
+fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<Outcome> {
+    repo.remove_stale_temporaries(log)?;
+    let listing = repo.list()?;
     // Named first: a backup refused for a stamp in the future writes nothing.
     let stamp = new_stamp(&listing, log)?;
     // The source: opened read-only, always.
@@ -137,7 +134,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let decision = if opts.full {
         Err(Reason::Forced)
     } else {
-        match chains::resolve_in(repo, &listing, None, log) {
+        match repo.resolve_in(&listing, None, log) {
             // a chain that recovery could not use: start a new one
             // (its files stay: a file a .dat lists is never set aside)
             Err(
@@ -165,11 +162,11 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                     .rev()
                     .filter_map(|c| c.line.clone())
                     .find(|l| !l.is_empty());
-                set_aside(repo, &listing, &r.orphans, log)?;
+                repo.set_aside(&listing, &r.orphans, log)?;
                 let lines: Vec<Option<DatLine>> = r.files.iter().map(|c| c.line.clone()).collect();
                 chain = r.files.into_iter().map(|c| c.file).collect();
                 dat_file = r.dat_file;
-                let sums = Sums::load(repo);
+                let sums = repo.sums();
                 match last {
                     None => Err(Reason::MissingDat),
                     Some(last) if opts.quick => decide_quick(opts, &src, size, &last, &sums, log)?,
@@ -184,13 +181,13 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     match decision {
         Err(reason) => {
             log.note(format_args!("{}", reason.text()));
-            let scan = scan_source(opts, &src, size, None, log)?;
-            write_full(opts, &src, scan, stamp, log)
+            let scan = scan_source(opts, repo, &src, size, None, log)?;
+            write_full(opts, repo, &src, scan, stamp, log)
         }
         Ok(start) => {
             let last = chain.last().expect("an extended chain is not empty");
-            let chain_index = (chains::index_path(&opts.repository, last), start);
-            let scan = scan_source(opts, &src, size, Some(chain_index), log)?;
+            let chain_index = (repo.index_path(last), start);
+            let scan = scan_source(opts, repo, &src, size, Some(chain_index), log)?;
             let end = scan.0.end;
             if end == start {
                 log.note(format_args!("No changes, nothing to do"));
@@ -202,11 +199,12 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
                 log.note(format_args!(
                     "committed data ends at {end} before the backed-up {start} (full backup)"
                 ));
-                return write_full(opts, &src, scan, stamp, log);
+                return write_full(opts, repo, &src, scan, stamp, log);
             }
             log.note(format_args!("doing incremental, starting at: {start}"));
             write_incremental(
                 opts,
+                repo,
                 &chain[0],
                 dat_file.as_ref(),
                 &src,
@@ -240,6 +238,7 @@ fn backup_locked(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
 /// note, never an error.
 fn scan_source(
     opts: &BackupOptions,
+    repo: &Repository,
     src: &File,
     size: u64,
     chain_index: Option<(PathBuf, u64)>,
@@ -247,7 +246,7 @@ fn scan_source(
 ) -> Result<(Scan, bool)> {
     // one index loaded and checked; `trusted`: the base is a scan's
     let usable = |path: &Path, must_be: Option<u64>, trusted: bool| -> Option<(u64, Index, bool)> {
-        match load_index(&opts.repository, path, must_be, size, trusted) {
+        match load_index(repo, path, must_be, size, trusted) {
             Ok(None) => None,
             Ok(Some((pos, index))) if filestorage::index_is_sane(src, size, &index, pos) => {
                 log.note(format_args!(
@@ -297,7 +296,7 @@ fn scan_source(
 /// same position and bytes. `Ok(None)`: there is none; `Err`: why it is
 /// not usable.
 fn load_index(
-    repo: &Path,
+    repo: &Repository,
     path: &Path,
     must_be: Option<u64>,
     size: u64,
@@ -315,7 +314,7 @@ fn load_index(
     if scanned {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
-        if !Sums::load(repo).index_trusted(name, pos, hash) {
+        if !repo.sums().index_trusted(name, pos, hash) {
             return Err("not known to come from a scan of the source (ZODB would rescan)".into());
         }
     }
@@ -557,11 +556,12 @@ impl Written {
 /// synced, not yet published.
 fn prepare_data(
     opts: &BackupOptions,
+    repo: &Repository,
     src: &File,
     start: u64,
     end: u64,
 ) -> Result<(TempFile, Written)> {
-    let mut tmp = TempFile::new_in(&opts.repository)?;
+    let mut tmp = repo.new_file()?;
     let tmp_path = tmp.path().to_path_buf();
     crate::progress::phase("backup", end - start);
     if !opts.gzip {
@@ -608,8 +608,8 @@ fn prepare_data(
 /// Write the `.index` for a backup ending at `end` into a temporary file,
 /// synced, not yet published. Returns it with the xxh3-128 of its bytes
 /// (recorded when the index comes from a scan, see [`scan_source`]).
-fn prepare_index(opts: &BackupOptions, index: &Index, end: u64) -> Result<(TempFile, u128)> {
-    let mut tmp = TempFile::new_in(&opts.repository)?;
+fn prepare_index(repo: &Repository, index: &Index, end: u64) -> Result<(TempFile, u128)> {
+    let mut tmp = repo.new_file()?;
     let tmp_path = tmp.path().to_path_buf();
     let hash = {
         let out = HashingWriter {
@@ -648,40 +648,74 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Write the data file `[start, end)` and its `.index` (the index on
 /// another thread while the data is copied, each synced on its own), then
-/// publish them in that order and sync the directory once. Returns what
-/// was written; on error nothing of either stays published.
+/// publish them. Returns what was written; on error nothing of either
+/// stays published.
 fn write_files(
     opts: &BackupOptions,
+    repo: &Repository,
     src: &File,
     start: u64,
     scan: &Scan,
-    dest: &Path,
-    index_path: &Path,
+    new: &NewBackup,
     log: &Log,
 ) -> Result<Written> {
-    if std::fs::symlink_metadata(dest).is_ok() {
-        return Err(Error::WouldOverwrite(dest.to_path_buf()));
-    }
     log.note(format_args!(
         "writing index: {} objects (beside the data)",
         scan.index.len()
     ));
     let (data, index) = std::thread::scope(|scope| {
-        let index = scope.spawn(|| prepare_index(opts, &scan.index, scan.end));
-        let data = prepare_data(opts, src, start, scan.end);
+        let index = scope.spawn(|| prepare_index(repo, &scan.index, scan.end));
+        let data = prepare_data(opts, repo, src, start, scan.end);
         (data, index.join().expect("index thread does not panic"))
     });
     let (data_tmp, mut written) = data?;
     let (index_tmp, index_hash) = index?;
     written.index_hash = index_hash;
-    data_tmp.rename_into(dest, false)?;
-    index_tmp.rename_into(index_path, true)?;
-    durable::sync_dir(&opts.repository)?;
+    repo.publish_files(new, data_tmp, index_tmp)
+        .inspect_err(|_| repo.roll_back(&[&new.data, &new.index], log))?;
+    Ok(written)
+}
+
+/// Write the backup's files, check that the source is still the file we
+/// copied, and commit with `commit` (given the `.dat` line). On error,
+/// nothing of the backup stays.
+fn write_and_commit(
+    opts: &BackupOptions,
+    repo: &Repository,
+    src: &File,
+    (start, scan, scan_trusted): (u64, &Scan, bool),
+    name: &DataName,
+    commit: impl FnOnce(&[u8], &NewBackup) -> Result<()>,
+    log: &Log,
+) -> Result<Written> {
+    let new = repo.new_backup(name)?;
+    log.note(format_args!(
+        "writing {}: {} bytes to {}",
+        if start == 0 {
+            "full backup"
+        } else {
+            "incremental"
+        },
+        scan.end - start,
+        new.data.display()
+    ));
+    let written = write_files(opts, repo, src, start, scan, &new, log)?;
+    check_source_unchanged(src, &opts.file)
+        .inspect_err(|_| repo.roll_back(&[&new.data, &new.index], log))?;
+    let line = dat::format_line(repo.dir(), &name.file_name(), start, scan.end, &written.md5);
+    commit(&line, &new)?;
+    let trust = scan_trusted.then(|| sums::IndexTrust {
+        name: name.index_name(),
+        pos: scan.end,
+        hash: written.index_hash,
+    });
+    repo.record(written.entry(name.file_name(), start, scan.end), trust, log);
     Ok(written)
 }
 
 fn write_full(
     opts: &BackupOptions,
+    repo: &Repository,
     src: &File,
     (scan, scan_trusted): (Scan, bool),
     stamp: Stamp,
@@ -692,54 +726,32 @@ fn write_full(
         kind: Kind::Full,
         gzip: opts.gzip,
     };
-    let repo = &opts.repository;
-    let dest = repo.join(name.file_name());
-    log.note(format_args!(
-        "writing full backup: {} bytes to {}",
-        scan.end,
-        dest.display()
-    ));
-    let index_path = repo.join(name.index_name());
-    let dat_path = repo.join(name.dat_name());
-    let result = (|| -> Result<Written> {
-        let written = write_files(opts, src, 0, &scan, &dest, &index_path, log)?;
-        check_source_unchanged(src, &opts.file)?;
-        let line = dat::format_line(repo, &name.file_name(), 0, scan.end, &written.md5);
-        durable::write_file(repo, &dat_path, &line)?;
-        Ok(written)
-    })();
-    let md5 = match result {
-        Ok(w) => {
-            let trust = scan_trusted.then(|| sums::IndexTrust {
-                name: name.index_name(),
-                pos: scan.end,
-                hash: w.index_hash,
-            });
-            sums::record(repo, w.entry(name.file_name(), 0, scan.end), trust, log);
-            w.md5
-        }
-        Err(e @ Error::WouldOverwrite(_)) => return Err(e),
-        Err(e) => {
-            // nothing of this backup may stay without a durable .dat
-            roll_back(repo, &[&dat_path, &dest, &index_path], log);
-            return Err(e);
-        }
-    };
-    log.note(format_args!("full backup done: md5 {md5}"));
+    let commit = |line: &[u8], new: &NewBackup| repo.start_chain(&name, line, new, log);
+    let w = write_and_commit(
+        opts,
+        repo,
+        src,
+        (0, &scan, scan_trusted),
+        &name,
+        commit,
+        log,
+    )?;
+    log.note(format_args!("full backup done: md5 {}", w.md5));
     if opts.kill_old {
         // committed: what follows is best effort
-        delete_old_backups(repo, &name, log);
+        repo.delete_old_backups(&name, log);
     }
     Ok(Outcome::Full {
         name: name.file_name(),
         end: scan.end,
-        md5,
+        md5: w.md5,
     })
 }
 
 #[allow(clippy::too_many_arguments)]
 fn write_incremental(
     opts: &BackupOptions,
+    repo: &Repository,
     head: &DataFile,
     dat_file: Option<&DatFile>,
     src: &File,
@@ -753,83 +765,22 @@ fn write_incremental(
         kind: Kind::Incremental,
         gzip: opts.gzip,
     };
-    let repo = &opts.repository;
-    let dest = repo.join(name.file_name());
-    log.note(format_args!(
-        "writing incremental: {} bytes to {}",
-        scan.end - start,
-        dest.display()
-    ));
-    let index_path = repo.join(name.index_name());
-    let dat_path = chains::dat_path(repo, head);
-    let original = std::fs::read(&dat_path).ctx("read", &dat_path)?;
-    let touched = std::cell::Cell::new(false);
-    let result = (|| -> Result<Written> {
-        let written = write_files(opts, src, start, &scan, &dest, &index_path, log)?;
-        check_source_unchanged(src, &opts.file)?;
-        let line = dat::format_line(repo, &name.file_name(), start, scan.end, &written.md5);
-        match dat_file {
-            Some(d) if d.needs_repair => {
-                // A crash cut the last append short: rewrite the .dat with
-                // its complete lines and the new one, atomically.
-                log.note(format_args!(
-                    "repairing {}: {}",
-                    dat_path.display(),
-                    match &d.torn {
-                        Some(t) => format!("dropping the torn last line {t:?}"),
-                        None => "adding the missing final newline".to_string(),
-                    }
-                ));
-                let mut bytes = d.repaired_bytes();
-                bytes.extend_from_slice(&line);
-                touched.set(true);
-                durable::write_file(repo, &dat_path, &bytes)?;
-            }
-            _ => {
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&dat_path)
-                    .ctx("open for appending", &dat_path)?;
-                touched.set(true);
-                f.write_all(&line).ctx("append to", &dat_path)?;
-                f.sync_all().ctx("fsync", &dat_path)?;
-            }
-        }
-        Ok(written)
-    })();
-    let md5 = match result {
-        Ok(w) => {
-            let trust = scan_trusted.then(|| sums::IndexTrust {
-                name: name.index_name(),
-                pos: scan.end,
-                hash: w.index_hash,
-            });
-            sums::record(repo, w.entry(name.file_name(), start, scan.end), trust, log);
-            w.md5
-        }
-        Err(e @ Error::WouldOverwrite(_)) => return Err(e),
-        Err(e) => {
-            // An append whose fsync failed may or may not be on disk: put
-            // the .dat back as it was, then remove the new files. If the
-            // .dat cannot be restored, the files it may name stay.
-            let intact = || std::fs::read(&dat_path).is_ok_and(|now| now == original);
-            let restored = !touched.get() || intact() || {
-                let _ = restore_dat(&dat_path, original.len() as u64, &original);
-                intact()
-            };
-            if restored {
-                roll_back(repo, &[&dest, &index_path], log);
-            }
-            return Err(e);
-        }
-    };
-    log.note(format_args!("incremental backup done: md5 {md5}"));
+    let commit = |line: &[u8], new: &NewBackup| repo.extend_chain(head, dat_file, line, new, log);
+    let w = write_and_commit(
+        opts,
+        repo,
+        src,
+        (start, &scan, scan_trusted),
+        &name,
+        commit,
+        log,
+    )?;
+    log.note(format_args!("incremental backup done: md5 {}", w.md5));
     Ok(Outcome::Incremental {
         name: name.file_name(),
         start,
         end: scan.end,
-        md5,
+        md5: w.md5,
     })
 }
 

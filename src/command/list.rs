@@ -12,8 +12,8 @@ use crate::error::Result;
 use crate::format::dat;
 use crate::format::stamp::{DataName, Kind, Stamp};
 use crate::log::Log;
-use crate::repository::chains::{self, DataFile};
-use crate::repository::lock;
+use crate::repository::chains::DataFile;
+use crate::repository::Repository;
 
 /// What `-L` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -68,12 +68,12 @@ impl ChainReport {
 /// Describe every chain of the repository.
 pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     let repo_dir = &opts.repository;
-    chains::check_dir(repo_dir)?;
-    let _lock = lock::lock(repo_dir, false, log)?;
-    let listing = chains::list(repo_dir)?;
+    let repo = &Repository::open(repo_dir)?;
+    let _lock = repo.lock(false, log)?;
+    let listing = repo.list()?;
     // chains are named by their full backups and by their .dat files; a
     // file a .dat lists is in that chain, wherever its stamp falls
-    let (strays, groups) = chains::groups(repo_dir, &listing);
+    let (strays, groups) = repo.groups(&listing);
     let mut out = Vec::new();
     if !strays.is_empty() {
         out.push(ChainReport {
@@ -85,7 +85,7 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
         });
     }
     for g in groups {
-        out.push(describe_chain(repo_dir, g.head, &g.files)?);
+        out.push(describe_chain(repo, g.head, &g.files)?);
     }
     Ok(out)
 }
@@ -103,12 +103,8 @@ fn report_unlisted(f: &DataFile) -> FileReport {
     }
 }
 
-fn describe_chain(
-    repo_dir: &std::path::Path,
-    head: Stamp,
-    files: &[DataFile],
-) -> Result<ChainReport> {
-    let dat_path = chains::dat_path_at(repo_dir, head);
+fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<ChainReport> {
+    let dat_path = repo.dat_path_at(head);
     let mut report = ChainReport {
         head,
         has_dat: false,
@@ -163,7 +159,7 @@ fn describe_chain(
     let mut broken = false;
     for line in &dat.lines {
         let name = DataName::parse(&line.name);
-        let size_on_disk = std::fs::metadata(repo_dir.join(&line.name))
+        let size_on_disk = std::fs::metadata(repo.path(&line.name))
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len());

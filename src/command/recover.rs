@@ -20,9 +20,9 @@ use crate::io::flush::Flusher;
 use crate::io::md5::{self, Md5};
 use crate::io::{buf, copy, read};
 use crate::log::Log;
-use crate::repository::chains::{self, ChainFile, Resolved};
-use crate::repository::lock;
+use crate::repository::chains::{ChainFile, Resolved};
 use crate::repository::sums::Sums;
+use crate::repository::Repository;
 
 /// What `-R` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -63,13 +63,13 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
         )),
         None => log.note(format_args!("looking for the newest backup...")),
     }
-    chains::check_dir(repo_dir)?;
+    let repo = &Repository::open(repo_dir)?;
     if let Some(out) = &opts.output {
         check_output_names(out)?;
-        refuse_output_in_repository(out, repo_dir)?;
+        refuse_output_in_repository(out, repo)?;
     }
-    let _lock = lock::lock(repo_dir, false, log)?;
-    let Some(chain) = chains::resolve(repo_dir, opts.date, log)? else {
+    let _lock = repo.lock(false, log)?;
+    let Some(chain) = repo.resolve(opts.date, log)? else {
         return Err(match &opts.date_text {
             Some(d) => Error::NoFiles(format!("No files in repository before {d}")),
             None => Error::NoFiles("No files in repository".into()),
@@ -79,7 +79,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
     for f in &chain.files {
         log.note(format_args!("\t{}", f.file.path.display()));
     }
-    let sums = Sums::load(repo_dir);
+    let sums = repo.sums();
     if opts.with_verify && !chain.has_dat {
         return Err(Error::io(
             "read",
@@ -110,20 +110,20 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             })?;
             Ok(Recovered { index: false, ..r })
         }
-        Some(out) => recover_to_file(opts, &chain, &sums, out, log),
+        Some(out) => recover_to_file(opts, repo, &chain, &sums, out, log),
     }
 }
 
 /// The chain's last `.index`, copied into a temporary file beside `out`,
 /// ready to be published as `FILE.index`.
 fn prepare_index(
-    opts: &RecoverOptions,
+    repo: &Repository,
     chain: &Resolved,
     out: &Path,
     log: &Log,
 ) -> Result<(Option<TempFile>, PathBuf, PathBuf)> {
     let last = &chain.files.last().expect("a chain is never empty").file;
-    let src_index = chains::index_path(&opts.repository, last);
+    let src_index = repo.index_path(last);
     let mut index_name = out.as_os_str().to_owned();
     index_name.push(".index");
     let target_index = PathBuf::from(index_name);
@@ -215,14 +215,9 @@ fn check_output_names(out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn refuse_output_in_repository(out: &Path, repo: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = parent_dir(out);
-    let (Ok(d), Ok(r)) = (fs::metadata(&dir), fs::metadata(repo)) else {
-        // a missing directory is reported when the output is created
-        return Ok(());
-    };
-    if d.dev() == r.dev() && d.ino() == r.ino() {
+fn refuse_output_in_repository(out: &Path, repo: &Repository) -> Result<()> {
+    // a missing directory is reported when the output is created
+    if repo.is_at(&parent_dir(out)) {
         return Err(Error::io(
             "recover into",
             out,
@@ -236,21 +231,6 @@ fn refuse_output_in_repository(out: &Path, repo: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The name of the repository entry that is the same file as `meta` (a
-/// hard link, or the same file reached through a bind mount), if any.
-fn repository_name(repo: &Path, meta: &fs::Metadata) -> Option<String> {
-    use std::os::unix::fs::{DirEntryExt, MetadataExt};
-    let r = fs::metadata(repo).ok()?;
-    if r.dev() != meta.dev() {
-        return None;
-    }
-    fs::read_dir(repo)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find(|e| e.ino() == meta.ino())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-}
-
 /// An existing FILE that may be extended in place, opened for reading and
 /// writing; `Ok(None)` when there is no FILE; `Err(why)` when it must not
 /// or cannot be extended (then it is replaced by a full recovery, whose
@@ -259,7 +239,7 @@ fn repository_name(repo: &Path, meta: &fs::Metadata) -> Option<String> {
 /// regular file, a file with another name (a hard link: the other name,
 /// perhaps a backup in the repository, would change too), the same file
 /// as one of the repository, a file we may not open for writing.
-fn open_standby(out: &Path, repo: &Path) -> std::result::Result<Option<File>, String> {
+fn open_standby(out: &Path, repo: &Repository) -> std::result::Result<Option<File>, String> {
     use std::os::unix::fs::MetadataExt;
     let meta = match fs::symlink_metadata(out) {
         Ok(m) => m,
@@ -273,7 +253,7 @@ fn open_standby(out: &Path, repo: &Path) -> std::result::Result<Option<File>, St
     if !meta.is_file() {
         return Err("not a regular file".into());
     }
-    if let Some(name) = repository_name(repo, &meta) {
+    if let Some(name) = repo.name_of(&meta) {
         return Err(format!(
             "it is the repository's {name} (a hard link), which recovery never writes into"
         ));
@@ -511,7 +491,7 @@ fn check_md5(cf: &ChainFile, sum: &str) -> Result<()> {
 /// and completes.
 #[allow(clippy::too_many_arguments)]
 fn recover_incrementally(
-    opts: &RecoverOptions,
+    repo: &Repository,
     chain: &Resolved,
     file: File,
     out: &Path,
@@ -520,7 +500,7 @@ fn recover_incrementally(
     truncate: bool,
     log: &Log,
 ) -> Result<Recovered> {
-    let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
+    let (new_index, src_index, target_index) = prepare_index(repo, chain, out, log)?;
     let missing = &chain.files[k..];
     if missing.is_empty() && !truncate {
         log.note(format_args!("{} is already up to date", out.display()));
@@ -598,6 +578,7 @@ fn recover_incrementally(
 
 fn recover_to_file(
     opts: &RecoverOptions,
+    repo: &Repository,
     chain: &Resolved,
     sums: &Sums,
     out: &Path,
@@ -605,11 +586,11 @@ fn recover_to_file(
 ) -> Result<Recovered> {
     log.note(format_args!("Recovering file to {}", out.display()));
     if !opts.full && chain.has_dat {
-        let why = match open_standby(out, &opts.repository) {
+        let why = match open_standby(out, repo) {
             Ok(None) => None,
             Ok(Some(file)) => match examine_existing(opts, chain, sums, &file, out, log)? {
                 Existing::Prefix { k, len, truncate } => {
-                    return recover_incrementally(opts, chain, file, out, k, len, truncate, log);
+                    return recover_incrementally(repo, chain, file, out, k, len, truncate, log);
                 }
                 Existing::Unusable(why) => Some(why),
             },
@@ -642,7 +623,7 @@ fn recover_to_file(
         flusher.finish()?;
         r
     };
-    let (new_index, src_index, target_index) = prepare_index(opts, chain, out, log)?;
+    let (new_index, src_index, target_index) = prepare_index(repo, chain, out, log)?;
     // An old FILE.index must never sit beside the new FILE.
     remove_if_present(&target_index)?;
     part.publish(out, true)?;

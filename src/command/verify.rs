@@ -16,8 +16,7 @@ use crate::format::stamp::{self, DataName, Stamp};
 use crate::io::md5::{self, Md5};
 use crate::io::read;
 use crate::log::Log;
-use crate::repository::chains;
-use crate::repository::lock;
+use crate::repository::Repository;
 
 /// What `-V` was asked to do.
 #[derive(Clone, Debug, Default)]
@@ -41,12 +40,12 @@ pub struct Verified {
 /// Run a verification.
 pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     let repo_dir = &opts.repository;
-    chains::check_dir(repo_dir)?;
-    let _lock = lock::lock(repo_dir, false, log)?;
-    let listing = chains::list(repo_dir)?;
+    let repo = &Repository::open(repo_dir)?;
+    let _lock = repo.lock(false, log)?;
+    let listing = repo.list()?;
     // The newest chain, named by its full backup or by its .dat (a .dat
     // whose full backup is missing is that chain, reported missing below).
-    let Some(span) = chains::span_at(repo_dir, &listing, None)? else {
+    let Some(span) = repo.span_at(&listing, None)? else {
         return Err(Error::NoFiles("No files in repository".into()));
     };
     let dat_path = span.dat.clone();
@@ -106,21 +105,21 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         ));
     }
     // files another chain's .dat lists are that chain's, not orphans
-    for f in chains::orphans(repo_dir, &listing, &span, log) {
+    for f in repo.orphans(&listing, &span, log) {
         bad.push(format!(
             "{} is not listed in {} (an orphan: recovery does not use it)",
             f.path.display(),
             dat_path.display()
         ));
     }
-    let sums = crate::repository::sums::Sums::load(repo_dir);
+    let sums = repo.sums();
     let mut out = Verified::default();
     let mut expected_start = 0u64;
     if !opts.quick {
         crate::progress::phase("verify", dat.lines.iter().map(|l| l.len()).sum());
     }
     for line in &dat.lines {
-        let path = repo_dir.join(&line.name);
+        let path = repo.path(&line.name);
         log.note(format_args!("Verifying {}", path.display()));
         if line.start != expected_start {
             bad.push(format!(

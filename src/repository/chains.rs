@@ -15,12 +15,13 @@
 //! file in a chain's span that no `.dat` lists is an orphan.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::format::dat::{self, DatFile, DatLine};
 use crate::format::stamp::{DataName, Kind, Stamp};
 use crate::log::Log;
+use crate::repository::Repository;
 
 /// A data file found in the repository.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,80 +75,371 @@ impl Listing {
     }
 }
 
-/// Check that the repository exists and is a directory.
-pub fn check_dir(repo: &Path) -> Result<()> {
-    let meta = std::fs::metadata(repo).map_err(|e| Error::io("open repository", repo, e))?;
-    if !meta.is_dir() {
-        return Err(Error::io(
-            "open repository",
-            repo,
-            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-        ));
-    }
-    Ok(())
-}
-
-/// List the backup data files of `repo`, oldest first.
-pub fn list(repo: &Path) -> Result<Listing> {
-    // a signal interrupting the directory's open is not a failure
-    loop {
-        match list_once(repo) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::Interrupted => {}
-            other => return other,
+impl Repository {
+    /// List the backup data files of `repo`, oldest first.
+    pub fn list(&self) -> Result<Listing> {
+        // a signal interrupting the directory's open is not a failure
+        loop {
+            match self.list_once() {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
         }
     }
-}
 
-fn list_once(repo: &Path) -> Result<Listing> {
-    check_dir(repo)?;
-    let mut out = Listing::default();
-    for entry in walkdir::WalkDir::new(repo).min_depth(1).max_depth(1) {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(repo).to_path_buf();
-            Error::io("list", &path, e.into())
-        })?;
-        let Some(fname) = entry.file_name().to_str() else {
-            continue;
-        };
-        if let Some((stem, ext)) = fname.split_once('.') {
-            if matches!(ext, "dat" | "index") {
-                if let Ok(st) = Stamp::parse_date(stem) {
-                    if stem.len() == 19 {
-                        out.newest_stamp = out.newest_stamp.max(Some(st));
-                        // a .dat names a chain, even without its full backup
-                        if ext == "dat"
-                            && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
-                        {
-                            out.dats.push(st);
+    fn list_once(&self) -> Result<Listing> {
+        let repo = self.dir();
+        Repository::open(repo)?;
+        let mut out = Listing::default();
+        for entry in walkdir::WalkDir::new(repo).min_depth(1).max_depth(1) {
+            let entry = entry.map_err(|e| {
+                let path = e.path().unwrap_or(repo).to_path_buf();
+                Error::io("list", &path, e.into())
+            })?;
+            let Some(fname) = entry.file_name().to_str() else {
+                continue;
+            };
+            if let Some((stem, ext)) = fname.split_once('.') {
+                if matches!(ext, "dat" | "index") {
+                    if let Ok(st) = Stamp::parse_date(stem) {
+                        if stem.len() == 19 {
+                            out.newest_stamp = out.newest_stamp.max(Some(st));
+                            // a .dat names a chain, even without its full backup
+                            if ext == "dat"
+                                && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+                            {
+                                out.dats.push(st);
+                            }
                         }
                     }
                 }
             }
-        }
-        let Some(name) = DataName::parse(fname) else {
-            continue;
-        };
-        let path = entry.path().to_path_buf();
-        // follow symlinks for reading, but only regular files are backups
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => {
-                out.skipped.push(path);
+            let Some(name) = DataName::parse(fname) else {
                 continue;
+            };
+            let path = entry.path().to_path_buf();
+            // follow symlinks for reading, but only regular files are backups
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    out.skipped.push(path);
+                    continue;
+                }
+                // a dangling symlink named like a backup is not one
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    out.skipped.push(path);
+                    continue;
+                }
+                Err(e) => return Err(Error::io("inspect", &path, e)),
             }
-            // a dangling symlink named like a backup is not one
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.skipped.push(path);
-                continue;
-            }
-            Err(e) => return Err(Error::io("inspect", &path, e)),
+            out.newest_stamp = out.newest_stamp.max(Some(name.stamp));
+            out.files.push(DataFile { name, path });
         }
-        out.newest_stamp = out.newest_stamp.max(Some(name.stamp));
-        out.files.push(DataFile { name, path });
+        out.files.sort();
+        out.dats.sort();
+        Ok(out)
     }
-    out.files.sort();
-    out.dats.sort();
-    Ok(out)
+
+    /// The `.dat` file of the chain headed by `full`.
+    pub fn dat_path(&self, full: &DataFile) -> PathBuf {
+        self.dat_path_at(full.name.stamp)
+    }
+
+    /// The `.dat` file of the chain whose head is stamped `head`.
+    pub fn dat_path_at(&self, head: Stamp) -> PathBuf {
+        let repo = self.dir();
+        repo.join(format!("{head}.dat"))
+    }
+
+    /// The `.index` file beside a data file.
+    pub fn index_path(&self, file: &DataFile) -> PathBuf {
+        let repo = self.dir();
+        repo.join(file.name.index_name())
+    }
+
+    /// The chain that recovers `until` (`None`: newest) with its `.dat` read;
+    /// `None` when no chain begins at or before `until`.
+    pub fn span_at(&self, listing: &Listing, until: Option<Stamp>) -> Result<Option<Span>> {
+        let Some((head, files)) = chain_at(listing, until) else {
+            return Ok(None);
+        };
+        let dat = self.dat_path_at(head);
+        let dat_file = dat::read(&dat)?;
+        Ok(Some(Span {
+            head,
+            files,
+            dat,
+            dat_file,
+        }))
+    }
+
+    /// The names among `files` that a `.dat` other than the one of the chain
+    /// headed at `head` lists: files of another chain. `None` when one of those
+    /// `.dat` files cannot be read (then nobody can tell).
+    fn listed_elsewhere(
+        &self,
+        listing: &Listing,
+        head: Stamp,
+        files: &[DataFile],
+        log: &Log,
+    ) -> Option<HashSet<String>> {
+        let mut out = HashSet::new();
+        if files.is_empty() {
+            return Some(out);
+        }
+        for &s in listing.dats.iter().filter(|s| **s != head) {
+            let p = self.dat_path_at(s);
+            match dat::read(&p) {
+                Ok(Some(d)) => {
+                    for f in files {
+                        let name = f.file_name();
+                        if d.lines.iter().any(|l| l.name == name) && out.insert(name) {
+                            log.note(format_args!(
+                                "{} is listed in {}: part of that chain",
+                                f.path.display(),
+                                p.display()
+                            ));
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    log.note(format_args!(
+                        "cannot tell which chain lists the files stamped after {head}: {e}"
+                    ));
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// The data files of `span` that no `.dat` lists (left by a crash between
+    /// publishing a file and recording it, or put there by hand): orphans,
+    /// never used. A file another chain's `.dat` lists is that chain's, not an
+    /// orphan; when another `.dat` cannot be read, nothing is called an orphan.
+    /// A chain without a `.dat` has no orphans.
+    pub fn orphans(&self, listing: &Listing, span: &Span, log: &Log) -> Vec<DataFile> {
+        let Some(dat_file) = &span.dat_file else {
+            return Vec::new();
+        };
+        let unlisted: Vec<DataFile> = span
+            .files
+            .iter()
+            .filter(|f| {
+                let name = f.file_name();
+                !dat_file.lines.iter().any(|l| l.name == name)
+            })
+            .cloned()
+            .collect();
+        let Some(elsewhere) = self.listed_elsewhere(listing, span.head, &unlisted, log) else {
+            return Vec::new();
+        };
+        unlisted
+            .into_iter()
+            .filter(|f| !elsewhere.contains(&f.file_name()))
+            .collect()
+    }
+
+    /// Find the files that recover `until` (`None`: newest), checked against
+    /// the chain's `.dat`.
+    pub fn resolve(&self, until: Option<Stamp>, log: &Log) -> Result<Option<Resolved>> {
+        let listing = self.list()?;
+        self.resolve_in(&listing, until, log)
+    }
+
+    /// [`resolve`] over a listing already made. Every file the `.dat` lists up
+    /// to `until` must be present, the full backup included: a chain missing a
+    /// listed file is an error, never a reason to use an older chain.
+    pub fn resolve_in(
+        &self,
+        listing: &Listing,
+        until: Option<Stamp>,
+        log: &Log,
+    ) -> Result<Option<Resolved>> {
+        let repo_dir = self.dir();
+        for p in &listing.skipped {
+            log.note(format_args!(
+                "ignoring {} (not a regular file)",
+                p.display()
+            ));
+        }
+        let Some(span) = self.span_at(listing, until)? else {
+            return Ok(None);
+        };
+        let Some(dat_file) = span.dat_file.clone() else {
+            return self.listing_chain(listing, span, log).map(Some);
+        };
+        let dat_path = span.dat.clone();
+        if let Some(t) = &dat_file.torn {
+            log.note(format_args!(
+                "ignoring the torn last line of {} (an interrupted append): {t:?}",
+                dat_path.display()
+            ));
+        }
+        let present: HashMap<String, DataFile> = span
+            .files
+            .iter()
+            .map(|f| (f.file_name(), f.clone()))
+            .collect();
+        let mut files = Vec::new();
+        let mut expected_start = 0u64;
+        for line in dat_file.lines.iter().cloned() {
+            let Some(name) = DataName::parse(&line.name) else {
+                return Err(Error::BadDat {
+                    path: dat_path.clone(),
+                    line: files.len() + 1,
+                    reason: format!("{:?} is not a backup file name", line.name),
+                });
+            };
+            if until.is_some_and(|u| name.stamp > u) {
+                break;
+            }
+            if line.start != expected_start {
+                return Err(Error::BadDat {
+                    path: dat_path.clone(),
+                    line: files.len() + 1,
+                    reason: format!(
+                        "{} starts at {} but the chain so far ends at {expected_start}",
+                        line.name, line.start
+                    ),
+                });
+            }
+            expected_start = line.end;
+            let Some(file) = present.get(&line.name).cloned() else {
+                let twin = DataName {
+                    gzip: !name.gzip,
+                    ..name.clone()
+                };
+                if present.contains_key(&twin.file_name()) {
+                    log.note(format_args!(
+                        "{} has the stamp of the missing {} but is not the file {} lists",
+                        twin.file_name(),
+                        line.name,
+                        dat_path.display()
+                    ));
+                }
+                return Err(Error::MissingFile {
+                    path: repo_dir.join(&line.name),
+                    listed_in: dat_path.clone(),
+                });
+            };
+            files.push(ChainFile {
+                file,
+                line: Some(line),
+            });
+        }
+        if files.is_empty() {
+            return Err(Error::BadDat {
+                path: dat_path,
+                line: 1,
+                reason: "lists no file of its chain".into(),
+            });
+        }
+        let orphans = self.orphans(listing, &span, log);
+        for f in &orphans {
+            log.note(format_args!(
+                "ignoring {}: not listed in {}",
+                f.path.display(),
+                dat_path.display()
+            ));
+        }
+        Ok(Some(Resolved {
+            files,
+            dat: dat_path,
+            has_dat: true,
+            dat_file: Some(dat_file),
+            orphans,
+        }))
+    }
+
+    /// A chain without a `.dat` (ZODB's repozo crashed before writing it, or
+    /// it was removed): its files are taken from the listing, the full backup
+    /// first, leaving out files another chain's `.dat` lists. Two full backups
+    /// with the head's stamp (`.fs` and `.fsz`) are an error naming both:
+    /// nothing says which one heads the chain.
+    fn listing_chain(&self, listing: &Listing, span: Span, log: &Log) -> Result<Resolved> {
+        let fulls: Vec<&DataFile> = span
+            .files
+            .iter()
+            .filter(|f| f.is_full() && f.name.stamp == span.head)
+            .collect();
+        match fulls[..] {
+            [_] => {}
+            [] => {
+                return Err(Error::io(
+                    "read",
+                    &span.dat,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
+                ))
+            }
+            [a, b, ..] => {
+                return Err(Error::SameStamp {
+                    first: a.path.clone(),
+                    second: b.path.clone(),
+                    dat: span.dat.clone(),
+                })
+            }
+        }
+        log.note(format_args!(
+            "{} is missing: using the directory listing",
+            span.dat.display()
+        ));
+        let rest: Vec<DataFile> = span.files[1..].to_vec();
+        let elsewhere = self
+            .listed_elsewhere(listing, span.head, &rest, log)
+            .unwrap_or_default();
+        let files = span
+            .files
+            .into_iter()
+            .filter(|f| !elsewhere.contains(&f.file_name()))
+            .map(|file| ChainFile { file, line: None })
+            .collect();
+        Ok(Resolved {
+            files,
+            dat: span.dat,
+            has_dat: false,
+            dat_file: None,
+            orphans: Vec::new(),
+        })
+    }
+
+    /// Every data file of the listing assigned to a chain: the chain whose
+    /// `.dat` lists it, else the newest head stamped at or before it. Returns
+    /// the increments stamped before every head, then the chains, oldest
+    /// first. An unreadable `.dat` claims nothing.
+    pub fn groups(&self, listing: &Listing) -> (Vec<DataFile>, Vec<Group>) {
+        let heads = listing.heads();
+        let mut groups: Vec<Group> = heads
+            .iter()
+            .map(|&head| Group {
+                head,
+                files: Vec::new(),
+            })
+            .collect();
+        let mut claimed: HashMap<String, usize> = HashMap::new();
+        for &s in &listing.dats {
+            let i = heads.binary_search(&s).expect("a .dat stamp is a head");
+            if let Ok(Some(d)) = dat::read(&self.dat_path_at(s)) {
+                for l in d.lines {
+                    claimed.entry(l.name).or_insert(i);
+                }
+            }
+        }
+        let mut strays = Vec::new();
+        for f in &listing.files {
+            let i = match claimed.get(&f.file_name()) {
+                Some(&i) => Some(i),
+                None => heads.iter().rposition(|h| *h <= f.name.stamp),
+            };
+            match i {
+                Some(i) => groups[i].files.push(f.clone()),
+                None => strays.push(f.clone()),
+            }
+        }
+        (strays, groups)
+    }
 }
 
 /// The head of the chain that recovers the state as of `until` (`None`:
@@ -174,21 +466,6 @@ pub fn chain_at(listing: &Listing, until: Option<Stamp>) -> Option<(Stamp, Vec<D
     Some((head, files))
 }
 
-/// The `.dat` file of the chain headed by `full`.
-pub fn dat_path(repo: &Path, full: &DataFile) -> PathBuf {
-    dat_path_at(repo, full.name.stamp)
-}
-
-/// The `.dat` file of the chain whose head is stamped `head`.
-pub fn dat_path_at(repo: &Path, head: Stamp) -> PathBuf {
-    repo.join(format!("{head}.dat"))
-}
-
-/// The `.index` file beside a data file.
-pub fn index_path(repo: &Path, file: &DataFile) -> PathBuf {
-    repo.join(file.name.index_name())
-}
-
 /// The chain that recovers a date, before its files are checked against
 /// its `.dat`.
 #[derive(Clone, Debug)]
@@ -200,90 +477,6 @@ pub struct Span {
     pub dat: PathBuf,
     /// The parsed `.dat`, `None` when there is none.
     pub dat_file: Option<DatFile>,
-}
-
-/// The chain that recovers `until` (`None`: newest) with its `.dat` read;
-/// `None` when no chain begins at or before `until`.
-pub fn span_at(repo_dir: &Path, listing: &Listing, until: Option<Stamp>) -> Result<Option<Span>> {
-    let Some((head, files)) = chain_at(listing, until) else {
-        return Ok(None);
-    };
-    let dat = dat_path_at(repo_dir, head);
-    let dat_file = dat::read(&dat)?;
-    Ok(Some(Span {
-        head,
-        files,
-        dat,
-        dat_file,
-    }))
-}
-
-/// The names among `files` that a `.dat` other than the one of the chain
-/// headed at `head` lists: files of another chain. `None` when one of those
-/// `.dat` files cannot be read (then nobody can tell).
-fn listed_elsewhere(
-    repo_dir: &Path,
-    listing: &Listing,
-    head: Stamp,
-    files: &[DataFile],
-    log: &Log,
-) -> Option<HashSet<String>> {
-    let mut out = HashSet::new();
-    if files.is_empty() {
-        return Some(out);
-    }
-    for &s in listing.dats.iter().filter(|s| **s != head) {
-        let p = dat_path_at(repo_dir, s);
-        match dat::read(&p) {
-            Ok(Some(d)) => {
-                for f in files {
-                    let name = f.file_name();
-                    if d.lines.iter().any(|l| l.name == name) && out.insert(name) {
-                        log.note(format_args!(
-                            "{} is listed in {}: part of that chain",
-                            f.path.display(),
-                            p.display()
-                        ));
-                    }
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                log.note(format_args!(
-                    "cannot tell which chain lists the files stamped after {head}: {e}"
-                ));
-                return None;
-            }
-        }
-    }
-    Some(out)
-}
-
-/// The data files of `span` that no `.dat` lists (left by a crash between
-/// publishing a file and recording it, or put there by hand): orphans,
-/// never used. A file another chain's `.dat` lists is that chain's, not an
-/// orphan; when another `.dat` cannot be read, nothing is called an orphan.
-/// A chain without a `.dat` has no orphans.
-pub fn orphans(repo_dir: &Path, listing: &Listing, span: &Span, log: &Log) -> Vec<DataFile> {
-    let Some(dat_file) = &span.dat_file else {
-        return Vec::new();
-    };
-    let unlisted: Vec<DataFile> = span
-        .files
-        .iter()
-        .filter(|f| {
-            let name = f.file_name();
-            !dat_file.lines.iter().any(|l| l.name == name)
-        })
-        .cloned()
-        .collect();
-    let Some(elsewhere) = listed_elsewhere(repo_dir, listing, span.head, &unlisted, log) else {
-        return Vec::new();
-    };
-    unlisted
-        .into_iter()
-        .filter(|f| !elsewhere.contains(&f.file_name()))
-        .collect()
 }
 
 /// One file of a resolved chain, with its `.dat` line when there is one.
@@ -307,166 +500,6 @@ pub struct Resolved {
     pub orphans: Vec<DataFile>,
 }
 
-/// Find the files that recover `until` (`None`: newest), checked against
-/// the chain's `.dat`.
-pub fn resolve(repo_dir: &Path, until: Option<Stamp>, log: &Log) -> Result<Option<Resolved>> {
-    let listing = list(repo_dir)?;
-    resolve_in(repo_dir, &listing, until, log)
-}
-
-/// [`resolve`] over a listing already made. Every file the `.dat` lists up
-/// to `until` must be present, the full backup included: a chain missing a
-/// listed file is an error, never a reason to use an older chain.
-pub fn resolve_in(
-    repo_dir: &Path,
-    listing: &Listing,
-    until: Option<Stamp>,
-    log: &Log,
-) -> Result<Option<Resolved>> {
-    for p in &listing.skipped {
-        log.note(format_args!(
-            "ignoring {} (not a regular file)",
-            p.display()
-        ));
-    }
-    let Some(span) = span_at(repo_dir, listing, until)? else {
-        return Ok(None);
-    };
-    let Some(dat_file) = span.dat_file.clone() else {
-        return listing_chain(repo_dir, listing, span, log).map(Some);
-    };
-    let dat_path = span.dat.clone();
-    if let Some(t) = &dat_file.torn {
-        log.note(format_args!(
-            "ignoring the torn last line of {} (an interrupted append): {t:?}",
-            dat_path.display()
-        ));
-    }
-    let present: HashMap<String, DataFile> = span
-        .files
-        .iter()
-        .map(|f| (f.file_name(), f.clone()))
-        .collect();
-    let mut files = Vec::new();
-    let mut expected_start = 0u64;
-    for line in dat_file.lines.iter().cloned() {
-        let Some(name) = DataName::parse(&line.name) else {
-            return Err(Error::BadDat {
-                path: dat_path.clone(),
-                line: files.len() + 1,
-                reason: format!("{:?} is not a backup file name", line.name),
-            });
-        };
-        if until.is_some_and(|u| name.stamp > u) {
-            break;
-        }
-        if line.start != expected_start {
-            return Err(Error::BadDat {
-                path: dat_path.clone(),
-                line: files.len() + 1,
-                reason: format!(
-                    "{} starts at {} but the chain so far ends at {expected_start}",
-                    line.name, line.start
-                ),
-            });
-        }
-        expected_start = line.end;
-        let Some(file) = present.get(&line.name).cloned() else {
-            let twin = DataName {
-                gzip: !name.gzip,
-                ..name.clone()
-            };
-            if present.contains_key(&twin.file_name()) {
-                log.note(format_args!(
-                    "{} has the stamp of the missing {} but is not the file {} lists",
-                    twin.file_name(),
-                    line.name,
-                    dat_path.display()
-                ));
-            }
-            return Err(Error::MissingFile {
-                path: repo_dir.join(&line.name),
-                listed_in: dat_path.clone(),
-            });
-        };
-        files.push(ChainFile {
-            file,
-            line: Some(line),
-        });
-    }
-    if files.is_empty() {
-        return Err(Error::BadDat {
-            path: dat_path,
-            line: 1,
-            reason: "lists no file of its chain".into(),
-        });
-    }
-    let orphans = orphans(repo_dir, listing, &span, log);
-    for f in &orphans {
-        log.note(format_args!(
-            "ignoring {}: not listed in {}",
-            f.path.display(),
-            dat_path.display()
-        ));
-    }
-    Ok(Some(Resolved {
-        files,
-        dat: dat_path,
-        has_dat: true,
-        dat_file: Some(dat_file),
-        orphans,
-    }))
-}
-
-/// A chain without a `.dat` (ZODB's repozo crashed before writing it, or
-/// it was removed): its files are taken from the listing, the full backup
-/// first, leaving out files another chain's `.dat` lists. Two full backups
-/// with the head's stamp (`.fs` and `.fsz`) are an error naming both:
-/// nothing says which one heads the chain.
-fn listing_chain(repo_dir: &Path, listing: &Listing, span: Span, log: &Log) -> Result<Resolved> {
-    let fulls: Vec<&DataFile> = span
-        .files
-        .iter()
-        .filter(|f| f.is_full() && f.name.stamp == span.head)
-        .collect();
-    match fulls[..] {
-        [_] => {}
-        [] => {
-            return Err(Error::io(
-                "read",
-                &span.dat,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory"),
-            ))
-        }
-        [a, b, ..] => {
-            return Err(Error::SameStamp {
-                first: a.path.clone(),
-                second: b.path.clone(),
-                dat: span.dat.clone(),
-            })
-        }
-    }
-    log.note(format_args!(
-        "{} is missing: using the directory listing",
-        span.dat.display()
-    ));
-    let rest: Vec<DataFile> = span.files[1..].to_vec();
-    let elsewhere = listed_elsewhere(repo_dir, listing, span.head, &rest, log).unwrap_or_default();
-    let files = span
-        .files
-        .into_iter()
-        .filter(|f| !elsewhere.contains(&f.file_name()))
-        .map(|file| ChainFile { file, line: None })
-        .collect();
-    Ok(Resolved {
-        files,
-        dat: span.dat,
-        has_dat: false,
-        dat_file: None,
-        orphans: Vec::new(),
-    })
-}
-
 /// A chain as the directory holds it (for `-L` and for removing old
 /// chains): its head and its data files.
 #[derive(Clone, Debug)]
@@ -476,42 +509,6 @@ pub struct Group {
     /// its span that no `.dat` lists (its orphans, when it has a `.dat`),
     /// oldest first.
     pub files: Vec<DataFile>,
-}
-
-/// Every data file of the listing assigned to a chain: the chain whose
-/// `.dat` lists it, else the newest head stamped at or before it. Returns
-/// the increments stamped before every head, then the chains, oldest
-/// first. An unreadable `.dat` claims nothing.
-pub fn groups(repo_dir: &Path, listing: &Listing) -> (Vec<DataFile>, Vec<Group>) {
-    let heads = listing.heads();
-    let mut groups: Vec<Group> = heads
-        .iter()
-        .map(|&head| Group {
-            head,
-            files: Vec::new(),
-        })
-        .collect();
-    let mut claimed: HashMap<String, usize> = HashMap::new();
-    for &s in &listing.dats {
-        let i = heads.binary_search(&s).expect("a .dat stamp is a head");
-        if let Ok(Some(d)) = dat::read(&dat_path_at(repo_dir, s)) {
-            for l in d.lines {
-                claimed.entry(l.name).or_insert(i);
-            }
-        }
-    }
-    let mut strays = Vec::new();
-    for f in &listing.files {
-        let i = match claimed.get(&f.file_name()) {
-            Some(&i) => Some(i),
-            None => heads.iter().rposition(|h| *h <= f.name.stamp),
-        };
-        match i {
-            Some(i) => groups[i].files.push(f.clone()),
-            None => strays.push(f.clone()),
-        }
-    }
-    (strays, groups)
 }
 
 #[cfg(test)]

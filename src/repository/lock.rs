@@ -12,10 +12,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::log::Log;
+use crate::repository::Repository;
 
 /// Name of the lock file in the repository.
 pub const LOCK_NAME: &str = ".repozo.lock";
@@ -26,53 +26,56 @@ pub struct RepoLock {
     _file: Option<File>,
 }
 
-/// Take the repository lock, exclusive or shared.
-///
-/// A repository we cannot write to (read-only media) cannot hold a lock
-/// file; a shared lock is then skipped with a note, since nobody can be
-/// writing there either.
-pub fn lock(repo: &Path, exclusive: bool, log: &Log) -> Result<RepoLock> {
-    let path = repo.join(LOCK_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path);
-    let file = match file {
-        Ok(f) => f,
-        Err(e)
-            if !exclusive
-                && matches!(
-                    e.raw_os_error(),
-                    Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
-                ) =>
-        {
-            log.note(format_args!(
-                "cannot create {} ({e}): reading without a lock",
-                path.display()
-            ));
-            return Ok(RepoLock { _file: None });
-        }
-        Err(e) => return Err(Error::io("open the lock file", &path, e)),
-    };
-    let op = if exclusive {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_SH
-    } | libc::LOCK_NB;
-    loop {
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(RepoLock { _file: Some(file) });
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Err(Error::Locked(repo.to_path_buf())),
-            _ => return Err(Error::io("lock", &path, e)),
+impl Repository {
+    /// Take the repository lock, exclusive or shared.
+    ///
+    /// A repository we cannot write to (read-only media) cannot hold a lock
+    /// file; a shared lock is then skipped with a note, since nobody can be
+    /// writing there either.
+    pub fn lock(&self, exclusive: bool, log: &Log) -> Result<RepoLock> {
+        let repo = self.dir();
+        let path = repo.join(LOCK_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let file = match file {
+            Ok(f) => f,
+            Err(e)
+                if !exclusive
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+                    ) =>
+            {
+                log.note(format_args!(
+                    "cannot create {} ({e}): reading without a lock",
+                    path.display()
+                ));
+                return Ok(RepoLock { _file: None });
+            }
+            Err(e) => return Err(Error::io("open the lock file", &path, e)),
+        };
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        } | libc::LOCK_NB;
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if rc == 0 {
+                return Ok(RepoLock { _file: Some(file) });
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Err(Error::Locked(repo.to_path_buf())),
+                _ => return Err(Error::io("lock", &path, e)),
+            }
         }
     }
 }
@@ -84,24 +87,16 @@ mod tests {
     #[test]
     fn exclusive_excludes_and_shared_shares() {
         let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::open(dir.path()).unwrap();
         let log = Log::default();
-        let a = lock(dir.path(), false, &log).unwrap();
-        let b = lock(dir.path(), false, &log).unwrap();
-        assert!(matches!(
-            lock(dir.path(), true, &log),
-            Err(Error::Locked(_))
-        ));
+        let a = repo.lock(false, &log).unwrap();
+        let b = repo.lock(false, &log).unwrap();
+        assert!(matches!(repo.lock(true, &log), Err(Error::Locked(_))));
         drop((a, b));
-        let x = lock(dir.path(), true, &log).unwrap();
-        assert!(matches!(
-            lock(dir.path(), false, &log),
-            Err(Error::Locked(_))
-        ));
-        assert!(matches!(
-            lock(dir.path(), true, &log),
-            Err(Error::Locked(_))
-        ));
+        let x = repo.lock(true, &log).unwrap();
+        assert!(matches!(repo.lock(false, &log), Err(Error::Locked(_))));
+        assert!(matches!(repo.lock(true, &log), Err(Error::Locked(_))));
         drop(x);
-        lock(dir.path(), true, &log).unwrap();
+        repo.lock(true, &log).unwrap();
     }
 }

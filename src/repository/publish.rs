@@ -1,17 +1,142 @@
-//! Publishing a backup: new files are written as temporaries in the
-//! repository, made durable, renamed into place, and committed by the
-//! `.dat` line; a failure takes back what it published, so that every
-//! earlier state stays recoverable and nothing half-written is listed.
+//! Publishing a backup: its data file and `.index` are written as
+//! temporaries in the repository ([`Repository::new_file`]), made durable,
+//! renamed into place ([`Repository::publish_files`]), and committed by the
+//! `.dat` line ([`Repository::start_chain`], [`Repository::extend_chain`]).
+//! A failure takes back what it published, so that every earlier state
+//! stays recoverable and recovery never picks up a half-written backup.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
-use crate::io::durable;
+use crate::error::{Error, IoContext, Result};
+use crate::format::dat::DatFile;
+use crate::format::stamp::DataName;
+use crate::io::durable::{self, TempFile};
 use crate::log::Log;
+use crate::repository::chains::DataFile;
+use crate::repository::Repository;
+
+/// Where the files of a new backup go.
+#[derive(Debug)]
+pub struct NewBackup {
+    /// The data file (`.fs`, `.deltafs`, or `z`).
+    pub data: PathBuf,
+    /// Its `.index`.
+    pub index: PathBuf,
+}
+
+impl Repository {
+    /// A new temporary file in the repository, for a backup file on its
+    /// way in; removed unless published.
+    pub fn new_file(&self) -> Result<TempFile> {
+        TempFile::new_in(self.dir())
+    }
+
+    /// The paths a new backup named `name` will have; an error when its
+    /// data file exists (a backup never replaces one).
+    pub fn new_backup(&self, name: &DataName) -> Result<NewBackup> {
+        let data = self.path(&name.file_name());
+        if std::fs::symlink_metadata(&data).is_ok() {
+            return Err(Error::WouldOverwrite(data));
+        }
+        Ok(NewBackup {
+            data,
+            index: self.path(&name.index_name()),
+        })
+    }
+
+    /// Publish a backup's synced data file and `.index` under their names,
+    /// then sync the directory. Not yet part of a chain: see
+    /// [`Repository::start_chain`] and [`Repository::extend_chain`].
+    pub fn publish_files(&self, to: &NewBackup, data: TempFile, index: TempFile) -> Result<()> {
+        data.rename_into(&to.data, false)?;
+        index.rename_into(&to.index, true)?;
+        durable::sync_dir(self.dir())
+    }
+
+    /// Commit a full backup: write its chain's `.dat` holding `line`. On
+    /// failure, the `.dat` and the backup's files are taken back.
+    pub fn start_chain(
+        &self,
+        name: &DataName,
+        line: &[u8],
+        new: &NewBackup,
+        log: &Log,
+    ) -> Result<()> {
+        let dat = self.path(&name.dat_name());
+        durable::write_file(self.dir(), &dat, line).inspect_err(|_| {
+            self.roll_back(&[&dat, &new.data, &new.index], log);
+        })
+    }
+
+    /// Commit an increment: append `line` to the `.dat` of the chain headed
+    /// by `head` (`dat_file`, as read), rewriting it whole with its complete
+    /// lines when a crash cut its last line short. On failure, the `.dat`
+    /// is put back as it was and then the backup's files are taken back; if
+    /// the `.dat` cannot be put back, the files it may name stay.
+    pub fn extend_chain(
+        &self,
+        head: &DataFile,
+        dat_file: Option<&DatFile>,
+        line: &[u8],
+        new: &NewBackup,
+        log: &Log,
+    ) -> Result<()> {
+        let dat = self.dat_path(head);
+        let original = match std::fs::read(&dat).ctx("read", &dat) {
+            Ok(o) => o,
+            Err(e) => {
+                self.roll_back(&[&new.data, &new.index], log);
+                return Err(e);
+            }
+        };
+        let result = match dat_file {
+            Some(d) if d.needs_repair => {
+                log.note(format_args!(
+                    "repairing {}: {}",
+                    dat.display(),
+                    match &d.torn {
+                        Some(t) => format!("dropping the torn last line {t:?}"),
+                        None => "adding the missing final newline".to_string(),
+                    }
+                ));
+                let mut bytes = d.repaired_bytes();
+                bytes.extend_from_slice(line);
+                durable::write_file(self.dir(), &dat, &bytes)
+            }
+            _ => durable::append_line(&dat, line),
+        };
+        if result.is_err() {
+            // An append whose fsync failed may or may not be on disk.
+            let intact = || std::fs::read(&dat).is_ok_and(|now| now == original);
+            let restored = intact() || {
+                let _ = restore_dat(&dat, original.len() as u64, &original);
+                intact()
+            };
+            if restored {
+                self.roll_back(&[&new.data, &new.index], log);
+            }
+        }
+        result
+    }
+
+    /// Remove what a failed backup published (best effort, in the order
+    /// given: the file that commits the backup first).
+    pub fn roll_back(&self, paths: &[&Path], log: &Log) {
+        for p in paths {
+            match std::fs::remove_file(p) {
+                Ok(()) => log.note(format_args!("rolled back {}", p.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // stop: what follows may be needed by what could not go
+                Err(_) => break,
+            }
+        }
+        let _ = durable::sync_dir(self.dir());
+    }
+}
 
 /// Put a `.dat` back to its `original` bytes after a failed append: cut
 /// it to its old length when it starts with them, else rewrite it.
-pub fn restore_dat(path: &Path, len: u64, original: &[u8]) -> Result<()> {
+fn restore_dat(path: &Path, len: u64, original: &[u8]) -> Result<()> {
     let now = std::fs::read(path).ctx("read", path)?;
     if now.len() as u64 >= len && &now[..len as usize] == original {
         let f = std::fs::OpenOptions::new()
@@ -24,18 +149,4 @@ pub fn restore_dat(path: &Path, len: u64, original: &[u8]) -> Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         durable::write_file(dir, path, original)
     }
-}
-
-/// Remove what a failed backup published (best effort, in the order
-/// given: the file that commits the backup first).
-pub fn roll_back(repo: &Path, paths: &[&Path], log: &Log) {
-    for p in paths {
-        match std::fs::remove_file(p) {
-            Ok(()) => log.note(format_args!("rolled back {}", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // stop: what follows may be needed by what could not go
-            Err(_) => break,
-        }
-    }
-    let _ = durable::sync_dir(repo);
 }

@@ -11,111 +11,281 @@ use crate::format::stamp::{DataName, Stamp};
 use crate::io::durable;
 use crate::log::Log;
 use crate::repository::chains::{self, DataFile};
+use crate::repository::Repository;
 
-/// `--keep N`: keep the N newest full backups with everything after them;
-/// remove the data files, `.dat` and `.index` of every older chain (see
-/// [`remove_chains_before`]). The chain just written to is the newest, so
-/// it is always kept. Best effort, after a committed backup: a failure is a
-/// warning and the next run with `--keep` tries again. Returns the bytes
-/// freed.
-pub fn retain(repo: &Path, keep: usize, log: &Log) -> u64 {
-    let listing = match chains::list(repo) {
-        Ok(l) => l,
-        Err(e) => {
-            log.warn(format_args!(
-                "--keep {keep}: nothing removed: {e}; the next run tries again"
+impl Repository {
+    /// `--keep N`: keep the N newest full backups with everything after them;
+    /// remove the data files, `.dat` and `.index` of every older chain (see
+    /// [`remove_chains_before`]). The chain just written to is the newest, so
+    /// it is always kept. Best effort, after a committed backup: a failure is a
+    /// warning and the next run with `--keep` tries again. Returns the bytes
+    /// freed.
+    pub fn retain(&self, keep: usize, log: &Log) -> u64 {
+        let listing = match self.list() {
+            Ok(l) => l,
+            Err(e) => {
+                log.warn(format_args!(
+                    "--keep {keep}: nothing removed: {e}; the next run tries again"
+                ));
+                return 0;
+            }
+        };
+        let mut fulls: Vec<Stamp> = listing
+            .files
+            .iter()
+            .filter(|f| f.is_full())
+            .map(|f| f.name.stamp)
+            .collect();
+        fulls.dedup();
+        if keep == 0 || fulls.len() <= keep {
+            log.note(format_args!(
+                "--keep {keep}: {} full backup(s), nothing to remove",
+                fulls.len()
             ));
             return 0;
         }
-    };
-    let mut fulls: Vec<Stamp> = listing
-        .files
-        .iter()
-        .filter(|f| f.is_full())
-        .map(|f| f.name.stamp)
-        .collect();
-    fulls.dedup();
-    if keep == 0 || fulls.len() <= keep {
+        let oldest_kept = fulls[fulls.len() - keep];
+        let what = format!("--keep {keep}");
+        let (removed, freed) = self.remove_chains_before(oldest_kept, &what, log);
         log.note(format_args!(
-            "--keep {keep}: {} full backup(s), nothing to remove",
-            fulls.len()
+            "{what}: removed {removed} data file(s) of older chains, {freed} bytes freed"
         ));
-        return 0;
+        freed
     }
-    let oldest_kept = fulls[fulls.len() - keep];
-    let what = format!("--keep {keep}");
-    let (removed, freed) = remove_chains_before(repo, oldest_kept, &what, log);
-    log.note(format_args!(
-        "{what}: removed {removed} data file(s) of older chains, {freed} bytes freed"
-    ));
-    freed
-}
 
-/// Remove temporary files that killed runs of ours left behind. Only
-/// called under the exclusive lock, when no other run of ours can be
-/// writing one.
-pub fn remove_stale_temporaries(repo: &Path, log: &Log) -> Result<()> {
-    let entries = std::fs::read_dir(repo).ctx("list", repo)?;
-    for entry in entries {
-        let entry = entry.ctx("list", repo)?;
-        let name = entry.file_name();
-        if name.as_bytes().starts_with(durable::TEMP_PREFIX.as_bytes()) {
-            let p = entry.path();
-            log.note(format_args!(
-                "removing stale temporary file {}",
-                p.display()
-            ));
-            std::fs::remove_file(&p).ctx("remove", &p)?;
+    /// Remove temporary files that killed runs of ours left behind. Only
+    /// called under the exclusive lock, when no other run of ours can be
+    /// writing one.
+    pub fn remove_stale_temporaries(&self, log: &Log) -> Result<()> {
+        let repo = self.dir();
+        let entries = std::fs::read_dir(repo).ctx("list", repo)?;
+        for entry in entries {
+            let entry = entry.ctx("list", repo)?;
+            let name = entry.file_name();
+            if name.as_bytes().starts_with(durable::TEMP_PREFIX.as_bytes()) {
+                let p = entry.path();
+                log.note(format_args!(
+                    "removing stale temporary file {}",
+                    p.display()
+                ));
+                std::fs::remove_file(&p).ctx("remove", &p)?;
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Move orphans, data files of the newest chain's span that no `.dat`
-/// lists, out of the way (`NAME.orphaned`), so that neither tool can take
-/// them for part of the chain. Their `.index` goes with them unless a data
-/// file that stays has the same stamp and so owns it (ZODB's repozo writes
-/// one `.index` for a full backup and an increment made in one second).
-/// Nothing is overwritten: a name already taken gets a number
-/// (`NAME.2.orphaned`).
-pub fn set_aside(
-    repo: &Path,
-    listing: &chains::Listing,
-    orphans: &[DataFile],
-    log: &Log,
-) -> Result<()> {
-    if orphans.is_empty() {
-        return Ok(());
+    /// Move orphans, data files of the newest chain's span that no `.dat`
+    /// lists, out of the way (`NAME.orphaned`), so that neither tool can take
+    /// them for part of the chain. Their `.index` goes with them unless a data
+    /// file that stays has the same stamp and so owns it (ZODB's repozo writes
+    /// one `.index` for a full backup and an increment made in one second).
+    /// Nothing is overwritten: a name already taken gets a number
+    /// (`NAME.2.orphaned`).
+    pub fn set_aside(
+        &self,
+        listing: &chains::Listing,
+        orphans: &[DataFile],
+        log: &Log,
+    ) -> Result<()> {
+        let repo = self.dir();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        for f in orphans {
+            let to = rename_aside(&f.path)?;
+            log.note(format_args!(
+                "setting aside {} (no .dat lists it) as {}",
+                f.path.display(),
+                to.display()
+            ));
+            let owned = listing
+                .files
+                .iter()
+                .any(|o| o.name.stamp == f.name.stamp && !orphans.contains(o));
+            if owned {
+                log.note(format_args!(
+                    "keeping {}: it belongs to a data file with the same stamp",
+                    self.index_path(f).display()
+                ));
+                continue;
+            }
+            let index = self.index_path(f);
+            let index_exists = match std::fs::symlink_metadata(&index) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io("inspect", &index, e)),
+            };
+            if index_exists {
+                rename_aside(&index)?;
+            }
+        }
+        durable::sync_dir(repo)
     }
-    for f in orphans {
-        let to = rename_aside(&f.path)?;
+
+    /// `-k`: after a full backup stamped `keep`, remove every older chain and
+    /// stray increment with its `.dat` and `.index` files, and the files set
+    /// aside before it. Best effort (the backup is committed): see
+    /// [`remove_chains_before`].
+    pub fn delete_old_backups(&self, keep: &DataName, log: &Log) {
         log.note(format_args!(
-            "setting aside {} (no .dat lists it) as {}",
-            f.path.display(),
-            to.display()
+            "removing the backups older than {} (-k)",
+            keep.file_name()
         ));
-        let owned = listing
+        self.remove_chains_before(keep.stamp, "-k", log);
+    }
+
+    /// Remove every chain whose head is stamped before `before` (its `.dat`,
+    /// its data files, wherever their stamps fall, and their `.index` files),
+    /// the increments stamped before every chain, and what is left of chains
+    /// removed before (see [`prune_leftovers`]). The repository is listed now, after any
+    /// orphan was set aside. A chain's `.dat` goes first; when it cannot be
+    /// removed, the chain's files stay with it, whole. An `.index` whose stamp
+    /// a data file that stays also has is that file's and stays. Best effort,
+    /// for the cleanup after a committed backup: each failure is a warning
+    /// (printed when the run ends) and the next run tries again. Returns the
+    /// data files removed and the bytes freed.
+    pub fn remove_chains_before(&self, before: Stamp, what: &str, log: &Log) -> (usize, u64) {
+        let repo = self.dir();
+        let warn = |e: &dyn std::fmt::Display| {
+            log.warn(format_args!("{what}: {e}; the next run tries again"));
+        };
+        let listing = match self.list() {
+            Ok(l) => l,
+            Err(e) => {
+                warn(&e);
+                return (0, 0);
+            }
+        };
+        let (strays, groups) = self.groups(&listing);
+        let mut doomed: Vec<(Option<Stamp>, Vec<DataFile>)> = Vec::new();
+        if !strays.is_empty() {
+            doomed.push((None, strays));
+        }
+        for g in groups.into_iter().filter(|g| g.head < before) {
+            doomed.push((Some(g.head), g.files));
+        }
+        let going: std::collections::HashSet<&Path> = doomed
+            .iter()
+            .flat_map(|(_, files)| files.iter().map(|f| f.path.as_path()))
+            .collect();
+        let staying: std::collections::HashSet<Stamp> = listing
             .files
             .iter()
-            .any(|o| o.name.stamp == f.name.stamp && !orphans.contains(o));
-        if owned {
-            log.note(format_args!(
-                "keeping {}: it belongs to a data file with the same stamp",
-                chains::index_path(repo, f).display()
-            ));
-            continue;
-        }
-        let index = chains::index_path(repo, f);
-        let index_exists = match std::fs::symlink_metadata(&index) {
-            Ok(_) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io("inspect", &index, e)),
+            .filter(|f| !going.contains(f.path.as_path()))
+            .map(|f| f.name.stamp)
+            .collect();
+        let mut freed = 0u64;
+        let mut removed = 0usize;
+        let mut tried: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+        let mut remove = |p: &Path| -> bool {
+            tried.insert(p.to_path_buf());
+            let len = match std::fs::symlink_metadata(p) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+                Err(e) => {
+                    warn(&Error::io("inspect", p, e));
+                    return false;
+                }
+            };
+            match std::fs::remove_file(p) {
+                Ok(()) => {
+                    freed += len;
+                    log.note(format_args!("{what}: removed {}", p.display()));
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => {
+                    warn(&Error::io("remove", p, e));
+                    false
+                }
+            }
         };
-        if index_exists {
-            rename_aside(&index)?;
+        for (head, files) in &doomed {
+            if let Some(h) = head {
+                if !remove(&self.dat_path_at(*h)) {
+                    continue;
+                }
+            }
+            for f in files {
+                if !staying.contains(&f.name.stamp) {
+                    remove(&self.index_path(f));
+                }
+                if remove(&f.path) {
+                    removed += 1;
+                }
+            }
         }
+        freed += self.prune_leftovers(before, &staying, &tried, what, log);
+        if let Err(e) = durable::sync_dir(repo) {
+            warn(&e);
+        }
+        (removed, freed)
     }
-    durable::sync_dir(repo)
+
+    /// Remove what is left of chains that are gone: files set aside as
+    /// `*.orphaned` stamped before `before`, and `.index` files stamped before
+    /// `before` that no data file that stays has the stamp of (left by a run
+    /// that could not finish removing). Best effort, like
+    /// [`remove_chains_before`]. Returns the bytes freed.
+    pub fn prune_leftovers(
+        &self,
+        before: Stamp,
+        staying: &std::collections::HashSet<Stamp>,
+        tried: &std::collections::HashSet<PathBuf>,
+        what: &str,
+        log: &Log,
+    ) -> u64 {
+        let repo = self.dir();
+        let warn = |e: Error| log.warn(format_args!("{what}: {e}; the next run tries again"));
+        let entries = match std::iter::repeat_with(|| std::fs::read_dir(repo))
+            .find(|r| !matches!(r, Err(e) if e.kind() == std::io::ErrorKind::Interrupted))
+            .expect("repeat_with never ends")
+        {
+            Ok(it) => it,
+            Err(e) => {
+                warn(Error::io("list", repo, e));
+                return 0;
+            }
+        };
+        let mut freed = 0;
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    warn(Error::io("list", repo, e));
+                    return freed;
+                }
+            };
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stamp) = name
+                .get(..19)
+                .and_then(|stem| Stamp::parse_date(stem).ok())
+                .filter(|st| *st < before)
+            else {
+                continue;
+            };
+            let leftover = name.ends_with(".orphaned")
+                || (&name[19..] == ".index" && !staying.contains(&stamp));
+            if !leftover {
+                continue;
+            }
+            let p = entry.path();
+            if tried.contains(&p) {
+                continue;
+            }
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {
+                    log.note(format_args!("{what}: removed {}", p.display()));
+                    freed += len;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn(Error::io("remove", &p, e)),
+            }
+        }
+        freed
+    }
 }
 
 /// Rename `path` to `path.orphaned` (or `path.N.orphaned` when that is
@@ -135,167 +305,4 @@ pub fn rename_aside(path: &Path) -> Result<PathBuf> {
         }
     }
     unreachable!("the loop returns")
-}
-
-/// `-k`: after a full backup stamped `keep`, remove every older chain and
-/// stray increment with its `.dat` and `.index` files, and the files set
-/// aside before it. Best effort (the backup is committed): see
-/// [`remove_chains_before`].
-pub fn delete_old_backups(repo: &Path, keep: &DataName, log: &Log) {
-    log.note(format_args!(
-        "removing the backups older than {} (-k)",
-        keep.file_name()
-    ));
-    remove_chains_before(repo, keep.stamp, "-k", log);
-}
-
-/// Remove every chain whose head is stamped before `before` (its `.dat`,
-/// its data files, wherever their stamps fall, and their `.index` files),
-/// the increments stamped before every chain, and what is left of chains
-/// removed before (see [`prune_leftovers`]). The repository is listed now, after any
-/// orphan was set aside. A chain's `.dat` goes first; when it cannot be
-/// removed, the chain's files stay with it, whole. An `.index` whose stamp
-/// a data file that stays also has is that file's and stays. Best effort,
-/// for the cleanup after a committed backup: each failure is a warning
-/// (printed when the run ends) and the next run tries again. Returns the
-/// data files removed and the bytes freed.
-pub fn remove_chains_before(repo: &Path, before: Stamp, what: &str, log: &Log) -> (usize, u64) {
-    let warn = |e: &dyn std::fmt::Display| {
-        log.warn(format_args!("{what}: {e}; the next run tries again"));
-    };
-    let listing = match chains::list(repo) {
-        Ok(l) => l,
-        Err(e) => {
-            warn(&e);
-            return (0, 0);
-        }
-    };
-    let (strays, groups) = chains::groups(repo, &listing);
-    let mut doomed: Vec<(Option<Stamp>, Vec<DataFile>)> = Vec::new();
-    if !strays.is_empty() {
-        doomed.push((None, strays));
-    }
-    for g in groups.into_iter().filter(|g| g.head < before) {
-        doomed.push((Some(g.head), g.files));
-    }
-    let going: std::collections::HashSet<&Path> = doomed
-        .iter()
-        .flat_map(|(_, files)| files.iter().map(|f| f.path.as_path()))
-        .collect();
-    let staying: std::collections::HashSet<Stamp> = listing
-        .files
-        .iter()
-        .filter(|f| !going.contains(f.path.as_path()))
-        .map(|f| f.name.stamp)
-        .collect();
-    let mut freed = 0u64;
-    let mut removed = 0usize;
-    let mut tried: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    let mut remove = |p: &Path| -> bool {
-        tried.insert(p.to_path_buf());
-        let len = match std::fs::symlink_metadata(p) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
-            Err(e) => {
-                warn(&Error::io("inspect", p, e));
-                return false;
-            }
-        };
-        match std::fs::remove_file(p) {
-            Ok(()) => {
-                freed += len;
-                log.note(format_args!("{what}: removed {}", p.display()));
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => {
-                warn(&Error::io("remove", p, e));
-                false
-            }
-        }
-    };
-    for (head, files) in &doomed {
-        if let Some(h) = head {
-            if !remove(&chains::dat_path_at(repo, *h)) {
-                continue;
-            }
-        }
-        for f in files {
-            if !staying.contains(&f.name.stamp) {
-                remove(&chains::index_path(repo, f));
-            }
-            if remove(&f.path) {
-                removed += 1;
-            }
-        }
-    }
-    freed += prune_leftovers(repo, before, &staying, &tried, what, log);
-    if let Err(e) = durable::sync_dir(repo) {
-        warn(&e);
-    }
-    (removed, freed)
-}
-
-/// Remove what is left of chains that are gone: files set aside as
-/// `*.orphaned` stamped before `before`, and `.index` files stamped before
-/// `before` that no data file that stays has the stamp of (left by a run
-/// that could not finish removing). Best effort, like
-/// [`remove_chains_before`]. Returns the bytes freed.
-pub fn prune_leftovers(
-    repo: &Path,
-    before: Stamp,
-    staying: &std::collections::HashSet<Stamp>,
-    tried: &std::collections::HashSet<PathBuf>,
-    what: &str,
-    log: &Log,
-) -> u64 {
-    let warn = |e: Error| log.warn(format_args!("{what}: {e}; the next run tries again"));
-    let entries = match std::iter::repeat_with(|| std::fs::read_dir(repo))
-        .find(|r| !matches!(r, Err(e) if e.kind() == std::io::ErrorKind::Interrupted))
-        .expect("repeat_with never ends")
-    {
-        Ok(it) => it,
-        Err(e) => {
-            warn(Error::io("list", repo, e));
-            return 0;
-        }
-    };
-    let mut freed = 0;
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                warn(Error::io("list", repo, e));
-                return freed;
-            }
-        };
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(stamp) = name
-            .get(..19)
-            .and_then(|stem| Stamp::parse_date(stem).ok())
-            .filter(|st| *st < before)
-        else {
-            continue;
-        };
-        let leftover =
-            name.ends_with(".orphaned") || (&name[19..] == ".index" && !staying.contains(&stamp));
-        if !leftover {
-            continue;
-        }
-        let p = entry.path();
-        if tried.contains(&p) {
-            continue;
-        }
-        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {
-                log.note(format_args!("{what}: removed {}", p.display()));
-                freed += len;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => warn(Error::io("remove", &p, e)),
-        }
-    }
-    freed
 }

@@ -47,6 +47,7 @@ use crate::error::{IoContext, Result};
 use crate::format::dat::DatLine;
 use crate::io::durable::TempFile;
 use crate::log::Log;
+use crate::repository::Repository;
 
 /// The file's name in a repository.
 pub const SUMS_NAME: &str = ".repozo-sums";
@@ -207,59 +208,68 @@ impl Sums {
     }
 }
 
-/// Add `entry` to the repository's sums, dropping entries whose data file
-/// is gone. Never fails: the sums are a cache, and a backup that is already
-/// committed must not be reported as failed because of them.
-///
-/// `trust` records the backup's `.index` as built by a scan (see the
-/// module's documentation); `None` leaves it untrusted.
-pub fn record(repo: &Path, entry: Entry, trust: Option<IndexTrust>, log: &Log) {
-    if let Err(e) = try_record(repo, entry, trust) {
-        log.warn(format_args!(
-            "could not update {} (only a cache; later checks fall back to md5): {e}",
-            repo.join(SUMS_NAME).display()
-        ));
+impl Repository {
+    /// The fast checksums recorded for this repository's files.
+    pub fn sums(&self) -> Sums {
+        Sums::load(self.dir())
     }
-}
 
-fn try_record(repo: &Path, entry: Entry, trust: Option<IndexTrust>) -> Result<()> {
-    let mut sums = Sums::load(repo);
-    // keep entries whose file exists (or cannot be checked)
-    let exists = |name: &str| {
-        !matches!(std::fs::symlink_metadata(repo.join(name)),
+    /// Add `entry` to the repository's sums, dropping entries whose data file
+    /// is gone. Never fails: the sums are a cache, and a backup that is already
+    /// committed must not be reported as failed because of them.
+    ///
+    /// `trust` records the backup's `.index` as built by a scan (see the
+    /// module's documentation); `None` leaves it untrusted.
+    pub fn record(&self, entry: Entry, trust: Option<IndexTrust>, log: &Log) {
+        let repo = self.dir();
+        if let Err(e) = self.try_record(entry, trust) {
+            log.warn(format_args!(
+                "could not update {} (only a cache; later checks fall back to md5): {e}",
+                repo.join(SUMS_NAME).display()
+            ));
+        }
+    }
+
+    fn try_record(&self, entry: Entry, trust: Option<IndexTrust>) -> Result<()> {
+        let repo = self.dir();
+        let mut sums = self.sums();
+        // keep entries whose file exists (or cannot be checked)
+        let exists = |name: &str| {
+            !matches!(std::fs::symlink_metadata(repo.join(name)),
             Err(e) if e.kind() == io::ErrorKind::NotFound)
-    };
-    sums.entries.retain(|name, _| exists(name));
-    sums.indexes.retain(|name, _| exists(name));
-    if let Some(name) = entry
-        .name
-        .rsplit_once('.')
-        .map(|(stem, _)| format!("{stem}.index"))
-    {
-        // a new backup's .index replaces any earlier one of that name
-        sums.indexes.remove(&name);
+        };
+        sums.entries.retain(|name, _| exists(name));
+        sums.indexes.retain(|name, _| exists(name));
+        if let Some(name) = entry
+            .name
+            .rsplit_once('.')
+            .map(|(stem, _)| format!("{stem}.index"))
+        {
+            // a new backup's .index replaces any earlier one of that name
+            sums.indexes.remove(&name);
+        }
+        sums.entries.insert(entry.name.clone(), entry);
+        if let Some(t) = trust {
+            sums.indexes.insert(t.name.clone(), t);
+        }
+        let mut list: Vec<&Entry> = sums.entries.values().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut trusted: Vec<&IndexTrust> = sums.indexes.values().collect();
+        trusted.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut text = String::with_capacity(64 + list.len() * 160);
+        text.push_str(HEADER);
+        text.push('\n');
+        for e in list {
+            text.push_str(&e.line());
+        }
+        for t in trusted {
+            text.push_str(&t.line());
+        }
+        let mut tmp = TempFile::new_in(repo)?;
+        let p = tmp.path().to_path_buf();
+        tmp.file().write_all(text.as_bytes()).ctx("write", &p)?;
+        tmp.publish_unsynced(&repo.join(SUMS_NAME))
     }
-    sums.entries.insert(entry.name.clone(), entry);
-    if let Some(t) = trust {
-        sums.indexes.insert(t.name.clone(), t);
-    }
-    let mut list: Vec<&Entry> = sums.entries.values().collect();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut trusted: Vec<&IndexTrust> = sums.indexes.values().collect();
-    trusted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut text = String::with_capacity(64 + list.len() * 160);
-    text.push_str(HEADER);
-    text.push('\n');
-    for e in list {
-        text.push_str(&e.line());
-    }
-    for t in trusted {
-        text.push_str(&t.line());
-    }
-    let mut tmp = TempFile::new_in(repo)?;
-    let p = tmp.path().to_path_buf();
-    tmp.file().write_all(text.as_bytes()).ctx("write", &p)?;
-    tmp.publish_unsynced(&repo.join(SUMS_NAME))
 }
 
 #[cfg(test)]
@@ -315,7 +325,9 @@ mod tests {
         for n in ["a.fs", "2026-01-01-00-00-00.index"] {
             std::fs::write(dir.path().join(n), b"x").unwrap();
         }
-        record(dir.path(), entry("a.fs"), Some(t.clone()), &log);
+        Repository::open(dir.path())
+            .unwrap()
+            .record(entry("a.fs"), Some(t.clone()), &log);
         let s = Sums::load(dir.path());
         assert!(s.index_trusted(&t.name, 1234, 0xfeed));
         assert!(!s.index_trusted(&t.name, 1235, 0xfeed));
@@ -325,7 +337,9 @@ mod tests {
             .is_some());
         // gone with its .index
         std::fs::remove_file(dir.path().join(&t.name)).unwrap();
-        record(dir.path(), entry("a.fs"), None, &log);
+        Repository::open(dir.path())
+            .unwrap()
+            .record(entry("a.fs"), None, &log);
         assert!(!Sums::load(dir.path()).index_trusted(&t.name, 1234, 0xfeed));
     }
 
@@ -349,13 +363,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Log::quiet();
         std::fs::write(dir.path().join("a.fs"), b"x").unwrap();
-        record(dir.path(), entry("a.fs"), None, &log);
-        record(dir.path(), entry("gone.deltafs"), None, &log);
+        Repository::open(dir.path())
+            .unwrap()
+            .record(entry("a.fs"), None, &log);
+        Repository::open(dir.path())
+            .unwrap()
+            .record(entry("gone.deltafs"), None, &log);
         let s = Sums::load(dir.path());
         assert_eq!(s.len(), 2);
         // gone.deltafs does not exist: dropped at the next write
         std::fs::write(dir.path().join("b.deltafs"), b"y").unwrap();
-        record(dir.path(), entry("b.deltafs"), None, &log);
+        Repository::open(dir.path())
+            .unwrap()
+            .record(entry("b.deltafs"), None, &log);
         let s = Sums::load(dir.path());
         assert_eq!(s.len(), 2);
         assert!(s.entries.contains_key("a.fs") && s.entries.contains_key("b.deltafs"));
