@@ -671,8 +671,7 @@ fn write_files(
     let (data_tmp, mut written) = data?;
     let (index_tmp, index_hash) = index?;
     written.index_hash = index_hash;
-    repo.publish_files(new, data_tmp, index_tmp)
-        .inspect_err(|_| repo.roll_back(&[&new.data, &new.index], log))?;
+    repo.publish_files(new, data_tmp, index_tmp, log)?;
     Ok(written)
 }
 

@@ -217,17 +217,6 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     d.sync_all().ctx("fsync directory", dir)
 }
 
-/// Append `bytes` to an existing file in one `write` and `fsync` it.
-pub fn append_line(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .ctx("open for appending", path)?;
-    f.write_all(bytes).ctx("append to", path)?;
-    f.sync_all().ctx("fsync", path)
-}
-
 /// Write a small file durably (temp, fsync, rename over `target`).
 pub fn write_file(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
     let mut t = TempFile::new_in(dir)?;

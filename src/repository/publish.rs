@@ -5,6 +5,8 @@
 //! A failure takes back what it published, so that every earlier state
 //! stays recoverable and recovery never picks up a half-written backup.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -46,11 +48,22 @@ impl Repository {
 
     /// Publish a backup's synced data file and `.index` under their names,
     /// then sync the directory. Not yet part of a chain: see
-    /// [`Repository::start_chain`] and [`Repository::extend_chain`].
-    pub fn publish_files(&self, to: &NewBackup, data: TempFile, index: TempFile) -> Result<()> {
+    /// [`Repository::start_chain`] and [`Repository::extend_chain`]. On
+    /// failure, nothing of either stays published; a data file that
+    /// appeared under the name meanwhile is someone else's and stays
+    /// ([`Error::WouldOverwrite`]).
+    pub fn publish_files(
+        &self,
+        to: &NewBackup,
+        data: TempFile,
+        index: TempFile,
+        log: &Log,
+    ) -> Result<()> {
         data.rename_into(&to.data, false)?;
-        index.rename_into(&to.index, true)?;
-        durable::sync_dir(self.dir())
+        index
+            .rename_into(&to.index, true)
+            .and_then(|()| durable::sync_dir(self.dir()))
+            .inspect_err(|_| self.roll_back(&[&to.data, &to.index], log))
     }
 
     /// Commit a full backup: write its chain's `.dat` holding `line`. On
@@ -89,6 +102,7 @@ impl Repository {
                 return Err(e);
             }
         };
+        let mut touched = false;
         let result = match dat_file {
             Some(d) if d.needs_repair => {
                 log.note(format_args!(
@@ -101,14 +115,25 @@ impl Repository {
                 ));
                 let mut bytes = d.repaired_bytes();
                 bytes.extend_from_slice(line);
+                touched = true;
                 durable::write_file(self.dir(), &dat, &bytes)
             }
-            _ => durable::append_line(&dat, line),
+            _ => std::fs::OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&dat)
+                .ctx("open for appending", &dat)
+                .and_then(|mut f| {
+                    touched = true;
+                    f.write_all(line).ctx("append to", &dat)?;
+                    f.sync_all().ctx("fsync", &dat)
+                }),
         };
         if result.is_err() {
-            // An append whose fsync failed may or may not be on disk.
+            // An append whose fsync failed may or may not be on disk; one
+            // that could not open the .dat did not touch it.
             let intact = || std::fs::read(&dat).is_ok_and(|now| now == original);
-            let restored = intact() || {
+            let restored = !touched || intact() || {
                 let _ = restore_dat(&dat, original.len() as u64, &original);
                 intact()
             };
