@@ -38,7 +38,7 @@ use crate::repository::lock;
 use crate::repository::sums::{self, Sums};
 
 /// What `-B` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackupOptions {
     /// Repository directory, as given (written into `.dat` lines).
     pub repository: PathBuf,

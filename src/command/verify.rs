@@ -20,7 +20,7 @@ use crate::repository::chains;
 use crate::repository::lock;
 
 /// What `-V` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyOptions {
     pub repository: PathBuf,
     /// `-Q`: sizes only.
