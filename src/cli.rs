@@ -10,7 +10,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::command::backup::BackupOptions;
+use crate::command::list::ListOptions;
+use crate::command::recover::RecoverOptions;
+use crate::command::verify::VerifyOptions;
 use crate::error::{Error, Result};
+use crate::format::stamp::Stamp;
 
 /// The usage text, as repozo's docstring with our program name.
 pub const USAGE: &str = "\
@@ -119,9 +124,9 @@ Beyond ZODB's repozo (long options only, but -L):
         Print the version and exit.
 ";
 
-/// Which of the three operations to run.
+/// Which operation the mode flags chose, while the options are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+enum Mode {
     Backup,
     Recover,
     Verify,
@@ -129,31 +134,29 @@ pub enum Mode {
     List,
 }
 
-/// Everything the command line said, after repozo's sanity checks.
+/// The operation to run, with the options of its command: flags as data,
+/// built by [`parse`] after repozo's sanity checks, handed to the command
+/// as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
-    pub mode: Mode,
+pub enum Action {
+    Backup(BackupOptions),
+    Recover(RecoverOptions),
+    Verify(VerifyOptions),
+    List(ListOptions),
+    /// `-R` with a `-D` that is not a date (the text as given). It is an
+    /// error, reported when the run starts, after the `-v` notes on
+    /// ignored options, as ZODB's repozo logs those notes before it acts.
+    BadDate(String),
+}
+
+/// A run: what to do, and how to talk about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
     pub verbose: bool,
-    /// The repository directory exactly as given (it is written into `.dat`
-    /// lines as is, like repozo does).
-    pub repository: PathBuf,
-    pub file: Option<PathBuf>,
-    pub full: bool,
-    pub quick: bool,
-    pub gzip: bool,
-    pub kill_old: bool,
-    pub date: Option<String>,
-    pub output: Option<PathBuf>,
-    pub with_verify: bool,
-    /// `--keep N` (backup): full backups to keep with their chains.
-    pub keep: Option<usize>,
-    /// `--max-age` (verify): the newest backup must be younger, in seconds.
-    pub max_age: Option<u64>,
-    /// `--json` (list): machine-readable output.
-    pub json: bool,
     /// Options that do not apply to the mode and were ignored; printed
     /// under `-v`, as repozo logs them.
     pub ignored: Vec<&'static str>,
+    pub action: Action,
 }
 
 /// What the command line asks for.
@@ -161,7 +164,7 @@ pub struct Options {
 pub enum Command {
     Help,
     Version,
-    Run(Options),
+    Run(Run),
 }
 
 /// Long options, as repozo declares them to getopt (`=` takes a value).
@@ -401,95 +404,108 @@ where
     let repository = repository.ok_or_else(|| Error::Usage("--repository is required".into()))?;
 
     let mut ignored = Vec::new();
-    if mode != Mode::Backup && keep.take().is_some() {
+    if mode != Mode::Backup && keep.is_some() {
         ignored.push("--keep option is ignored outside backup mode");
     }
-    if mode != Mode::Verify && max_age.take().is_some() {
+    if mode != Mode::Verify && max_age.is_some() {
         ignored.push("--max-age option is ignored outside verify mode");
     }
-    if mode != Mode::List && std::mem::take(&mut json) {
+    if mode != Mode::List && json {
         ignored.push("--json option is ignored outside list mode");
     }
-    match mode {
+    let action = match mode {
         Mode::List => {
-            let any = date.take().is_some() as u8
-                + output.take().is_some() as u8
-                + file.take().is_some() as u8
-                + std::mem::take(&mut full) as u8
-                + std::mem::take(&mut quick) as u8
-                + std::mem::take(&mut gzip) as u8
-                + std::mem::take(&mut kill_old) as u8
-                + std::mem::take(&mut with_verify) as u8;
+            let any = date.is_some() as u8
+                + output.is_some() as u8
+                + file.is_some() as u8
+                + full as u8
+                + quick as u8
+                + gzip as u8
+                + kill_old as u8
+                + with_verify as u8;
             if any > 0 {
                 ignored.push("options other than -r, -v and --json are ignored in list mode");
             }
+            Action::List(ListOptions { repository, json })
         }
         Mode::Backup => {
-            if date.take().is_some() {
+            if date.is_some() {
                 ignored.push("--date option is ignored in backup mode");
             }
-            if output.take().is_some() {
+            if output.is_some() {
                 ignored.push("--output option is ignored in backup mode");
             }
-            if std::mem::take(&mut with_verify) {
+            if with_verify {
                 ignored.push("--with-verify option is ignored in backup mode");
             }
-            if file
-                .as_ref()
-                .is_none_or(|f: &PathBuf| f.as_os_str().is_empty())
-            {
-                return Err(Error::Usage("--file is required in backup mode".into()));
-            }
+            let file = file
+                .filter(|f| !f.as_os_str().is_empty())
+                .ok_or_else(|| Error::Usage("--file is required in backup mode".into()))?;
+            Action::Backup(BackupOptions {
+                repository,
+                file,
+                full,
+                quick,
+                gzip,
+                kill_old,
+                keep,
+            })
         }
         Mode::Recover => {
-            if file.take().is_some() {
+            if file.is_some() {
                 ignored.push("--file option is ignored in recover mode");
             }
-            if std::mem::take(&mut kill_old) {
+            if kill_old {
                 ignored.push("--kill-old-on-full option is ignored in recover mode");
+            }
+            match date.as_deref().map(Stamp::parse_date).transpose() {
+                Ok(stamp) => Action::Recover(RecoverOptions {
+                    repository,
+                    date: stamp,
+                    date_text: date,
+                    output,
+                    with_verify,
+                    full,
+                    quick,
+                }),
+                Err(Error::BadDate(text)) => Action::BadDate(text),
+                Err(e) => return Err(e),
             }
         }
         Mode::Verify => {
-            if date.take().is_some() {
+            if date.is_some() {
                 ignored.push("--date option is ignored in verify mode");
             }
-            if output.take().is_some() {
+            if output.is_some() {
                 ignored.push("--output option is ignored in verify mode");
             }
-            if std::mem::take(&mut full) {
+            if full {
                 ignored.push("--full option is ignored in verify mode");
             }
-            if std::mem::take(&mut gzip) {
+            if gzip {
                 ignored.push("--gzip option is ignored in verify mode");
             }
-            if file.take().is_some() {
+            if file.is_some() {
                 ignored.push("--file option is ignored in verify mode");
             }
-            if std::mem::take(&mut kill_old) {
+            if kill_old {
                 ignored.push("--kill-old-on-full option is ignored in verify mode");
             }
-            if std::mem::take(&mut with_verify) {
+            if with_verify {
                 ignored.push("--with-verify option is ignored in verify mode");
             }
+            Action::Verify(VerifyOptions {
+                repository,
+                quick,
+                max_age,
+            })
         }
-    }
+    };
 
-    Ok(Command::Run(Options {
-        mode,
+    Ok(Command::Run(Run {
         verbose,
-        repository,
-        file,
-        full,
-        quick,
-        gzip,
-        kill_old,
-        date,
-        output,
-        with_verify,
-        keep,
-        max_age,
-        json,
         ignored,
+        action,
     }))
 }
 
@@ -522,10 +538,38 @@ pub fn parse_duration(s: &str) -> Result<u64> {
 mod tests {
     use super::*;
 
-    fn run(args: &[&str]) -> Result<Options> {
+    fn run(args: &[&str]) -> Result<Run> {
         match parse(args.iter().copied())? {
-            Command::Run(o) => Ok(o),
+            Command::Run(r) => Ok(r),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn backup(args: &[&str]) -> Result<BackupOptions> {
+        match run(args)?.action {
+            Action::Backup(o) => Ok(o),
+            other => panic!("expected a backup for {args:?}, got {other:?}"),
+        }
+    }
+
+    fn recover(args: &[&str]) -> Result<RecoverOptions> {
+        match run(args)?.action {
+            Action::Recover(o) => Ok(o),
+            other => panic!("expected a recovery for {args:?}, got {other:?}"),
+        }
+    }
+
+    fn verify(args: &[&str]) -> Result<VerifyOptions> {
+        match run(args)?.action {
+            Action::Verify(o) => Ok(o),
+            other => panic!("expected a verification for {args:?}, got {other:?}"),
+        }
+    }
+
+    fn list(args: &[&str]) -> Result<ListOptions> {
+        match run(args)?.action {
+            Action::List(o) => Ok(o),
+            other => panic!("expected a listing for {args:?}, got {other:?}"),
         }
     }
 
@@ -536,27 +580,40 @@ mod tests {
         }
     }
 
+    fn day(year: u32, month: u32, day: u32) -> Stamp {
+        Stamp {
+            year,
+            month,
+            day,
+            hour: 0,
+            minute: 0,
+            second: 0,
+        }
+    }
+
     #[test]
     fn clustered_short_flags_with_value() -> Result<()> {
-        let o = run(&["-BQr", "repo", "-f", "Data.fs"])?;
-        assert_eq!(o.mode, Mode::Backup);
+        let o = backup(&["-BQr", "repo", "-f", "Data.fs"])?;
         assert!(o.quick);
         assert_eq!(o.repository, PathBuf::from("repo"));
-        let o = run(&["-BFzvrrepo", "-fData.fs"])?;
-        assert!(o.full && o.gzip && o.verbose);
+        let r = run(&["-BFzvrrepo", "-fData.fs"])?;
+        assert!(r.verbose);
+        let Action::Backup(o) = r.action else {
+            panic!("not a backup: {r:?}")
+        };
+        assert!(o.full && o.gzip);
         assert_eq!(o.repository, PathBuf::from("repo"));
-        assert_eq!(o.file, Some(PathBuf::from("Data.fs")));
+        assert_eq!(o.file, PathBuf::from("Data.fs"));
         Ok(())
     }
 
     #[test]
     fn long_options_equals_separate_and_prefixes() -> Result<()> {
-        let o = run(&["--back", "--rep", "r", "--file=x", "--qu", "--gz"])?;
-        assert_eq!(o.mode, Mode::Backup);
+        let o = backup(&["--back", "--rep", "r", "--file=x", "--qu", "--gz"])?;
         assert!(o.quick && o.gzip);
         assert_eq!(o.repository, PathBuf::from("r"));
-        assert_eq!(o.file, Some(PathBuf::from("x")));
-        let o = run(&[
+        assert_eq!(o.file, PathBuf::from("x"));
+        let o = recover(&[
             "--recover",
             "--repository=r",
             "--date",
@@ -565,25 +622,24 @@ mod tests {
             "out",
             "-w",
         ])?;
-        assert_eq!(o.mode, Mode::Recover);
-        assert_eq!(o.date.as_deref(), Some("2020-01-01"));
+        assert_eq!(o.date_text.as_deref(), Some("2020-01-01"));
+        assert_eq!(o.date, Some(day(2020, 1, 1)));
         assert_eq!(o.output, Some(PathBuf::from("out")));
         assert!(o.with_verify);
         // an exact match wins over longer candidates
-        let o = run(&["--verify", "-r", "r"])?;
-        assert_eq!(o.mode, Mode::Verify);
-        let o = run(&["--verbose", "-V", "-r", "r"])?;
-        assert!(o.verbose);
+        verify(&["--verify", "-r", "r"])?;
+        let r = run(&["--verbose", "-V", "-r", "r"])?;
+        assert!(r.verbose);
         Ok(())
     }
 
     #[test]
     fn values_may_look_like_options() -> Result<()> {
-        let o = run(&["-B", "-r", "-f", "-f", "-B"]);
+        let o = backup(&["-B", "-r", "-f", "-f", "-B"]);
         // "-B" appears twice: once as the mode, once as the value of -f
         let o = o?;
         assert_eq!(o.repository, PathBuf::from("-f"));
-        assert_eq!(o.file, Some(PathBuf::from("-B")));
+        assert_eq!(o.file, PathBuf::from("-B"));
         Ok(())
     }
 
@@ -617,15 +673,15 @@ mod tests {
     #[test]
     fn our_long_options_never_change_repozo_abbreviations() -> Result<()> {
         // --k still means --kill-old-on-full, although --keep exists
-        let o = run(&["-B", "-r", "r", "-f", "x", "--k"])?;
+        let o = backup(&["-B", "-r", "r", "-f", "x", "--k"])?;
         assert!(o.kill_old && o.keep.is_none());
-        let o = run(&["-B", "-r", "r", "-f", "x", "--keep", "3"])?;
+        let o = backup(&["-B", "-r", "r", "-f", "x", "--keep", "3"])?;
         assert_eq!(o.keep, Some(3));
         assert_eq!(usage_err(&["--ver"]), "option --ver not a unique prefix");
         assert_eq!(parse(["--version"]).ok(), Some(Command::Version));
-        let o = run(&["-Lr", "r", "--js"])?;
-        assert_eq!((o.mode, o.json), (Mode::List, true));
-        let o = run(&["-V", "-r", "r", "--max-age=26h"])?;
+        let o = list(&["-Lr", "r", "--js"])?;
+        assert!(o.json);
+        let o = verify(&["-V", "-r", "r", "--max-age=26h"])?;
         assert_eq!(o.max_age, Some(26 * 3600));
         assert!(usage_err(&["-B", "-r", "r", "-f", "x", "--keep", "0"]).contains("--keep"));
         Ok(())
@@ -676,7 +732,9 @@ mod tests {
 
     #[test]
     fn options_not_for_the_mode_are_ignored_with_a_note() -> Result<()> {
-        let o = run(&[
+        // the command's options have no room for them: what is left is
+        // exactly what applies
+        let r = run(&[
             "-V",
             "-r",
             "r",
@@ -691,15 +749,31 @@ mod tests {
             "-k",
             "-w",
         ])?;
-        assert_eq!(o.date, None);
-        assert_eq!(o.output, None);
-        assert!(!o.full && !o.gzip && !o.kill_old && !o.with_verify);
-        assert_eq!(o.file, None);
-        assert_eq!(o.ignored.len(), 7);
-        let o = run(&["-R", "-r", "r", "-f", "y", "-k"])?;
-        assert_eq!(o.file, None);
-        assert!(!o.kill_old);
-        let o = run(&[
+        assert_eq!(
+            r.action,
+            Action::Verify(VerifyOptions {
+                repository: PathBuf::from("r"),
+                quick: false,
+                max_age: None,
+            })
+        );
+        assert_eq!(r.ignored.len(), 7);
+        let r = run(&["-R", "-r", "r", "-f", "y", "-k"])?;
+        assert_eq!(
+            r.action,
+            Action::Recover(RecoverOptions {
+                repository: PathBuf::from("r"),
+                ..RecoverOptions::default()
+            })
+        );
+        assert_eq!(
+            r.ignored,
+            [
+                "--file option is ignored in recover mode",
+                "--kill-old-on-full option is ignored in recover mode"
+            ]
+        );
+        let r = run(&[
             "-B",
             "-r",
             "r",
@@ -711,8 +785,57 @@ mod tests {
             "z",
             "-w",
         ])?;
-        assert_eq!((o.date, o.output, o.with_verify), (None, None, false));
-        assert_eq!(o.ignored.len(), 3);
+        assert_eq!(
+            r.action,
+            Action::Backup(BackupOptions {
+                repository: PathBuf::from("r"),
+                file: PathBuf::from("y"),
+                ..BackupOptions::default()
+            })
+        );
+        assert_eq!(r.ignored.len(), 3);
+        Ok(())
+    }
+
+    /// A `-D` that is not a date fails after every usage error and after
+    /// the `-v` notes on ignored options (it was checked when the run
+    /// started, before the options were data); outside `-R` it is only
+    /// ignored.
+    #[test]
+    fn a_bad_date_is_reported_when_the_run_starts() -> Result<()> {
+        let r = run(&["-R", "-v", "-r", "r", "-D", "2020-13-01", "-f", "y"])?;
+        assert_eq!(r.action, Action::BadDate("2020-13-01".into()));
+        assert_eq!(r.ignored, ["--file option is ignored in recover mode"]);
+        assert!(r.verbose);
+        assert_eq!(usage_err(&["-R", "-D", "x"]), "--repository is required");
+        assert_eq!(
+            usage_err(&["-R", "-D", "x", "-r", "r", "extra"]),
+            "Invalid arguments: extra"
+        );
+        assert_eq!(
+            usage_err(&["-R", "-D", "x", "-r", "r", "--max-age=2x"]),
+            "--max-age needs a duration like 26h, 2d or 90m, not \"2x\""
+        );
+        assert_eq!(
+            verify(&["-V", "-r", "r", "-D", "x"])?,
+            VerifyOptions {
+                repository: "r".into(),
+                ..VerifyOptions::default()
+            }
+        );
+        backup(&["-B", "-r", "r", "-f", "y", "-D", "x"])?;
+        list(&["-L", "-r", "r", "-D", "x"])?;
+        let o = recover(&["-R", "-r", "r", "-D", "2026-11-20-01-02-03"])?;
+        assert_eq!(
+            o.date,
+            Some(Stamp {
+                hour: 1,
+                minute: 2,
+                second: 3,
+                ..day(2026, 11, 20)
+            })
+        );
+        assert_eq!(o.date_text.as_deref(), Some("2026-11-20-01-02-03"));
         Ok(())
     }
 

@@ -55,7 +55,6 @@ pub use error::{Error, Result};
 pub use log::{one_line, stderr_line, write_stdout, Log};
 
 use command::{backup, list, recover, verify};
-use format::stamp;
 
 /// Cases per property test: `REPOZO_FUZZ_CASES` (default 3000; a release
 /// soak uses a million).
@@ -67,12 +66,15 @@ pub(crate) fn fuzz_cases() -> u32 {
         .unwrap_or(3000)
 }
 
-/// Run the operation the options ask for; with `-v`, end with a summary
+/// Run what the command line asks for; with `-v`, end with a summary
 /// line.
-pub fn run(opts: &cli::Options) -> Result<()> {
+pub fn run(run: &cli::Run) -> Result<()> {
     let started = std::time::Instant::now();
-    let log = Log::new(opts.verbose);
-    let what = run_inner(opts, &log);
+    let log = Log::new(run.verbose);
+    for note in &run.ignored {
+        log.note(format_args!("{note}"));
+    }
+    let what = perform(&run.action, &log);
     progress::done();
     let warnings = log.take_warnings();
     let what = what?;
@@ -83,64 +85,23 @@ pub fn run(opts: &cli::Options) -> Result<()> {
     Ok(())
 }
 
-fn run_inner(opts: &cli::Options, log: &Log) -> Result<String> {
-    for note in &opts.ignored {
-        log.note(format_args!("{note}"));
-    }
-    match opts.mode {
-        cli::Mode::Backup => {
-            let o = backup::BackupOptions {
-                repository: opts.repository.clone(),
-                file: opts.file.clone().expect("checked by the parser"),
-                full: opts.full,
-                quick: opts.quick,
-                gzip: opts.gzip,
-                kill_old: opts.kill_old,
-                keep: opts.keep,
-            };
-            backup::backup(&o, log).map(|out| match out {
-                backup::Outcome::Full { name, end, .. } => {
-                    format!("full backup {name} of {end} bytes")
-                }
-                backup::Outcome::Incremental {
-                    name, start, end, ..
-                } => format!("incremental backup {name} of bytes {start}..{end}"),
-                backup::Outcome::NothingToDo => "backup: nothing to do".to_string(),
-            })
-        }
-        cli::Mode::Recover => {
-            let date = opts
-                .date
-                .as_deref()
-                .map(stamp::Stamp::parse_date)
-                .transpose()?;
-            let o = recover::RecoverOptions {
-                repository: opts.repository.clone(),
-                date,
-                date_text: opts.date.clone(),
-                output: opts.output.clone(),
-                with_verify: opts.with_verify,
-                full: opts.full,
-                quick: opts.quick,
-            };
-            recover::recover(&o, log)
-                .map(|r| format!("recovered {} bytes from {} file(s)", r.bytes, r.files.len()))
-        }
-        cli::Mode::Verify => {
-            let o = verify::VerifyOptions {
-                repository: opts.repository.clone(),
-                quick: opts.quick,
-                max_age: opts.max_age,
-            };
-            verify::verify(&o, log)
-                .map(|v| format!("verified {} file(s), {} bytes", v.files, v.bytes))
-        }
-        cli::Mode::List => {
-            let o = list::ListOptions {
-                repository: opts.repository.clone(),
-                json: opts.json,
-            };
-            list::list(&o, log).map(|c| format!("listed {} chain(s)", c.len()))
-        }
+/// Run the command; its outcome as the words of the `-v` summary line.
+fn perform(action: &cli::Action, log: &Log) -> Result<String> {
+    match action {
+        cli::Action::Backup(o) => backup::backup(o, log).map(|out| match out {
+            backup::Outcome::Full { name, end, .. } => {
+                format!("full backup {name} of {end} bytes")
+            }
+            backup::Outcome::Incremental {
+                name, start, end, ..
+            } => format!("incremental backup {name} of bytes {start}..{end}"),
+            backup::Outcome::NothingToDo => "backup: nothing to do".to_string(),
+        }),
+        cli::Action::Recover(o) => recover::recover(o, log)
+            .map(|r| format!("recovered {} bytes from {} file(s)", r.bytes, r.files.len())),
+        cli::Action::Verify(o) => verify::verify(o, log)
+            .map(|v| format!("verified {} file(s), {} bytes", v.files, v.bytes)),
+        cli::Action::List(o) => list::list(o, log).map(|c| format!("listed {} chain(s)", c.len())),
+        cli::Action::BadDate(text) => Err(Error::BadDate(text.clone())),
     }
 }

@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     let result = cli::parse(std::env::args_os().skip(1)).and_then(|cmd| match cmd {
         Command::Help => write_stdout(USAGE),
         Command::Version => write_stdout(&format!("repozo {}\n", env!("CARGO_PKG_VERSION"))),
-        Command::Run(opts) => repozo::run(&opts),
+        Command::Run(run) => repozo::run(&run),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

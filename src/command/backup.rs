@@ -37,7 +37,7 @@ use crate::repository::sums::{self, Sums};
 use crate::repository::Repository;
 
 /// What `-B` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackupOptions {
     /// Repository directory, as given (written into `.dat` lines).
     pub repository: PathBuf,

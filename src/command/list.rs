@@ -16,7 +16,7 @@ use crate::repository::chains::DataFile;
 use crate::repository::Repository;
 
 /// What `-L` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListOptions {
     pub repository: PathBuf,
     pub json: bool,

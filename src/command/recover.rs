@@ -25,7 +25,7 @@ use crate::repository::sums::Sums;
 use crate::repository::Repository;
 
 /// What `-R` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverOptions {
     pub repository: PathBuf,
     /// `-D` (already parsed); `None` recovers the newest state.

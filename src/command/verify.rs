@@ -19,7 +19,7 @@ use crate::log::Log;
 use crate::repository::Repository;
 
 /// What `-V` was asked to do.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyOptions {
     pub repository: PathBuf,
     /// `-Q`: sizes only.
