@@ -488,7 +488,7 @@ def machine_facts():
 
 def our_gzip_level():
     try:
-        with open(os.path.join(ROOT, 'src', 'pipeline.rs')) as f:
+        with open(os.path.join(ROOT, 'src', 'io', 'gzip.rs')) as f:
             m = re.search(r'GZIP_LEVEL\s*:\s*[iu]32\s*=\s*(\d+)', f.read())
         return (', ours with libdeflate at level %s in 1 MiB members (source tree)'
                 % m.group(1) if m else '')
