@@ -11,6 +11,7 @@ mod compat;
 mod damage;
 mod features;
 mod index;
+mod layers;
 mod montecarlo;
 mod paths;
 mod recover;
