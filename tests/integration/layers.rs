@@ -84,32 +84,29 @@ fn imports(module: &str, code: &str, known: &BTreeSet<String>) -> BTreeSet<Strin
             _ => {}
         }
     };
-    let words = |s: &str| -> Vec<String> {
+    // the path at the start of `s`: `a::b::C` of `a::b::C::new(...)`
+    let path_at = |s: &str| -> Vec<String> {
         s.split("::")
             .map(|w| {
                 w.chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect()
+                    .collect::<String>()
             })
+            .take_while(|w| !w.is_empty())
             .collect()
     };
     let parent: Vec<&str> = module.split("::").collect();
     for (i, _) in code.match_indices("crate::") {
-        let ws = words(&code[i + "crate::".len()..]);
-        let path: Vec<&str> = ws
-            .iter()
-            .map(String::as_str)
-            .take_while(|w| !w.is_empty())
-            .collect();
-        resolve(&path);
+        let path = path_at(&code[i + "crate::".len()..]);
+        resolve(&path.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for (i, _) in code.match_indices("super::") {
         if i > 0 && code[..i].ends_with("::") {
             continue;
         }
-        let ws = words(&code[i + "super::".len()..]);
+        let rest = path_at(&code[i + "super::".len()..]);
         let mut path: Vec<&str> = parent[..parent.len().saturating_sub(1)].to_vec();
-        path.extend(ws.iter().map(String::as_str).take_while(|w| !w.is_empty()));
+        path.extend(rest.iter().map(String::as_str));
         resolve(&path);
     }
     if module == "lib" || module == "main" {
@@ -118,13 +115,8 @@ fn imports(module: &str, code: &str, known: &BTreeSet<String>) -> BTreeSet<Strin
             let l = l.strip_prefix("pub ").unwrap_or(l);
             if let Some(rest) = l.strip_prefix("use ") {
                 let rest = rest.strip_prefix("repozo::").unwrap_or(rest);
-                let ws = words(rest);
-                let path: Vec<&str> = ws
-                    .iter()
-                    .map(String::as_str)
-                    .take_while(|w| !w.is_empty())
-                    .collect();
-                resolve(&path);
+                let path = path_at(rest);
+                resolve(&path.iter().map(String::as_str).collect::<Vec<_>>());
             }
         }
     }
