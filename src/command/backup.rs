@@ -282,7 +282,7 @@ fn scan_source(
             (4, Index::new(), true)
         }
     };
-    let scan = filestorage::scan_from(src, &opts.file, size, start, index)?;
+    let scan = filestorage::scan_from(src, &opts.file, size, start, index, None)?;
     log.note(format_args!(
         "scanned {} bytes from {start}: committed data ends at {}",
         scan.end - start,

@@ -20,6 +20,7 @@ use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::format::blob::is_blob_pickle;
 use crate::format::index::{Index, MAX_POS};
 
 /// Where a FileStorage's bytes are read from: the source file (its
@@ -64,7 +65,22 @@ pub struct Scan {
     pub index: Index,
     /// Number of committed transactions scanned (undone ones included).
     pub transactions: u64,
+    /// The blob records of the committed transactions from the position
+    /// asked for (see [`scan_from`]), in file order.
+    pub blobs: Vec<BlobRecord>,
 }
+
+/// A blob record: its blob revision is the file `<oid>/<tid>.blob` of the
+/// blob directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobRecord {
+    pub oid: u64,
+    pub tid: u64,
+}
+
+/// Bytes of a record's pickle enough to tell a blob record (its class
+/// pickle, `ZODB.blob.Blob`, takes about 30).
+const PICKLE_HEAD: usize = 64;
 
 /// A read-only window over the file, so that header reads do not each cost
 /// a system call.
@@ -146,13 +162,17 @@ pub fn check_magic<R: ReadAt + ?Sized>(file: &R, size: u64, path: &Path) -> Resu
 
 /// Scan `file` from `start` (4 for a whole file, or the position an
 /// existing `index` is valid up to) and return where the committed data
-/// ends. `size` bounds the scan (normally the file's size at open).
+/// ends. `size` bounds the scan (normally the file's size at open). With
+/// `blobs_from`, the blob records at or after that position are listed
+/// too (ZODB's `is_blob_record`; a record that points back to earlier data,
+/// as an undo writes, is a blob record when that data is one).
 pub fn scan_from<R: ReadAt + ?Sized>(
     file: &R,
     path: &Path,
     size: u64,
     start: u64,
     mut index: Index,
+    blobs_from: Option<u64>,
 ) -> Result<Scan> {
     let corrupt = |pos: u64, what: &str| Error::NotFileStorage {
         path: path.to_path_buf(),
@@ -163,6 +183,8 @@ pub fn scan_from<R: ReadAt + ?Sized>(
     let mut pos = start;
     let mut transactions = 0u64;
     let mut tindex: Vec<(u64, u64)> = Vec::new();
+    let mut blobs = Vec::new();
+    let mut tblobs = Vec::new();
     loop {
         let h = w.get(pos, TRANS_HDR_LEN as usize).map_err(ioerr)?;
         if h.len() < TRANS_HDR_LEN as usize {
@@ -201,9 +223,12 @@ pub fn scan_from<R: ReadAt + ?Sized>(
             continue;
         }
         tindex.clear();
+        tblobs.clear();
         let mut dpos = tpos + hl;
         while dpos < tend {
-            let d = w.get(dpos, DATA_HDR_LEN as usize + 8).map_err(ioerr)?;
+            let want_blob = blobs_from.is_some_and(|b| dpos >= b);
+            let n = DATA_HDR_LEN as usize + if want_blob { PICKLE_HEAD } else { 8 };
+            let d = w.get(dpos, n).map_err(ioerr)?;
             if d.len() < DATA_HDR_LEN as usize {
                 return Err(corrupt(dpos, "data record header cut short"));
             }
@@ -224,6 +249,22 @@ pub fn scan_from<R: ReadAt + ?Sized>(
             if dpos > MAX_POS {
                 return Err(corrupt(dpos, "position too large for an index"));
             }
+            if want_blob {
+                let tid = be64(&d[8..16]);
+                let is_blob = if plen == 0 {
+                    let back = be64(&d[42..50]);
+                    blob_at(file, back, dpos).map_err(|(at, what)| match what {
+                        Ok(what) => corrupt(at, what),
+                        Err(e) => ioerr(e),
+                    })?
+                } else {
+                    let head = &d[DATA_HDR_LEN as usize..];
+                    is_blob_pickle(&head[..head.len().min(plen as usize)])
+                };
+                if is_blob {
+                    tblobs.push(BlobRecord { oid, tid });
+                }
+            }
             tindex.push((oid, dpos));
             dpos += dlen as u64;
         }
@@ -236,6 +277,7 @@ pub fn scan_from<R: ReadAt + ?Sized>(
         for &(oid, p) in &tindex {
             index.insert(oid, p);
         }
+        blobs.extend_from_slice(&tblobs);
         transactions += 1;
         pos = tend + 8;
     }
@@ -244,13 +286,48 @@ pub fn scan_from<R: ReadAt + ?Sized>(
         size,
         index,
         transactions,
+        blobs,
     })
+}
+
+/// Whether the data a back pointer `back` (of the record at `from`) leads
+/// to is a blob record, following further back pointers. A back pointer of
+/// 0 (an undone creation) has no data. The error is where and what, or a
+/// read error.
+fn blob_at<R: ReadAt + ?Sized>(
+    file: &R,
+    mut back: u64,
+    mut from: u64,
+) -> std::result::Result<bool, (u64, std::result::Result<&'static str, io::Error>)> {
+    let mut b = [0u8; DATA_HDR_LEN as usize + PICKLE_HEAD];
+    loop {
+        if back == 0 {
+            return Ok(false);
+        }
+        if back < 4 || back >= from {
+            return Err((from, Ok("back pointer does not point back")));
+        }
+        let got = file
+            .read_full_at(&mut b, back)
+            .map_err(|e| (back, Err(e)))?;
+        if got < DATA_HDR_LEN as usize + 8 {
+            return Err((back, Ok("data record header cut short")));
+        }
+        let plen = be64(&b[34..42]);
+        if plen == 0 {
+            from = back;
+            back = be64(&b[42..50]);
+            continue;
+        }
+        let head = &b[DATA_HDR_LEN as usize..got];
+        return Ok(is_blob_pickle(&head[..head.len().min(plen as usize)]));
+    }
 }
 
 /// Check the magic and scan the whole of a source of `size` bytes.
 pub fn scan<R: ReadAt + ?Sized>(file: &R, size: u64, path: &Path) -> Result<Scan> {
     check_magic(file, size, path)?;
-    scan_from(file, path, size, 4, Index::new())
+    scan_from(file, path, size, 4, Index::new(), None)
 }
 
 /// ZODB's `_check_sanity`: does `index`, said to be valid up to `pos`, agree
@@ -411,6 +488,60 @@ mod tests {
         assert!(!index_is_sane(&fs[..], committed, &Index::new(), committed));
         // not a FileStorage
         assert!(check_magic(&b"FS99"[..], 4, p).is_err());
+    }
+
+    /// A data record pointing back to `back` (undo writes them).
+    fn back_pointer(pos: u64, oid: u64, tid: u8, back: u64) -> Vec<u8> {
+        let hl = TRANS_HDR_LEN + 1;
+        let tl = hl + DATA_HDR_LEN + 8;
+        let mut t = transaction(pos, b' ', &[]);
+        t.truncate(t.len() - 8);
+        t[8..16].copy_from_slice(&tl.to_be_bytes());
+        t.extend_from_slice(&oid.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, tid]);
+        t.extend_from_slice(&0u64.to_be_bytes());
+        t.extend_from_slice(&pos.to_be_bytes());
+        t.extend_from_slice(&0u16.to_be_bytes());
+        t.extend_from_slice(&0u64.to_be_bytes());
+        t.extend_from_slice(&back.to_be_bytes());
+        t.extend_from_slice(&tl.to_be_bytes());
+        t
+    }
+
+    #[test]
+    fn a_scan_lists_the_blob_records_from_where_it_is_asked() {
+        let blob: &[u8] = b"\x80\x03cZODB.blob\nBlob\nq\x00.\x80\x03}q\x01.";
+        let mut fs = MAGIC_FS30.to_vec();
+        fs.extend_from_slice(&transaction(4, b' ', &[(0, b"root"), (5, blob)]));
+        let second = fs.len() as u64;
+        fs.extend_from_slice(&transaction(second, b' ', &[(6, blob), (7, b"plain")]));
+        let blob_rec = 4 + TRANS_HDR_LEN + 1 + DATA_HDR_LEN + 4;
+        let undo = fs.len() as u64;
+        fs.extend_from_slice(&back_pointer(undo, 5, 9, blob_rec));
+        let undo_plain = fs.len() as u64;
+        fs.extend_from_slice(&back_pointer(undo_plain, 0, 10, 4 + TRANS_HDR_LEN + 1));
+        let undone_creation = fs.len() as u64;
+        fs.extend_from_slice(&back_pointer(undone_creation, 6, 11, 0));
+        let p = Path::new("Data.fs");
+        let all = scan_from(&fs[..], p, fs.len() as u64, 4, Index::new(), Some(4)).unwrap();
+        let tid1 = 1;
+        assert_eq!(
+            all.blobs,
+            [
+                BlobRecord { oid: 5, tid: tid1 },
+                BlobRecord { oid: 6, tid: tid1 },
+                BlobRecord { oid: 5, tid: 9 },
+            ]
+        );
+        // only from the second transaction; none when not asked
+        let from = scan_from(&fs[..], p, fs.len() as u64, 4, Index::new(), Some(second)).unwrap();
+        assert_eq!(from.blobs.len(), 2);
+        assert!(scan(&fs[..], fs.len() as u64, p).unwrap().blobs.is_empty());
+        // a back pointer that points forward is damage
+        let mut bad = fs.clone();
+        let at = bad.len() as u64;
+        bad.extend_from_slice(&back_pointer(at, 5, 12, at + 8));
+        assert!(scan_from(&bad[..], p, bad.len() as u64, 4, Index::new(), Some(4)).is_err());
     }
 
     fn s_index(fs: &[u8]) -> Index {

@@ -2,6 +2,7 @@
 //! `.index` pickle, the FileStorage record layout. No threads and no I/O
 //! strategy.
 
+pub mod blob;
 pub mod dat;
 pub mod filestorage;
 pub mod index;
