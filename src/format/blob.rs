@@ -163,6 +163,81 @@ pub fn is_blob_pickle(p: &[u8]) -> bool {
     }
 }
 
+/// First line of a blob list (`<stamp>.blobs`), followed by the layout.
+pub const LIST_HEADER: &str = "repozo-blobs 1";
+
+/// One line of a backup's blob list: a blob revision its range refers to,
+/// with the size and md5 of its file, or `None` when the file was missing
+/// from the source's blob directory (recovery then reproduces the absence).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedBlob {
+    pub oid: u64,
+    pub tid: u64,
+    pub file: Option<(u64, String)>,
+}
+
+/// A backup's blob list: the source's layout and, in file order, the blob
+/// revisions of the blob records in the backup's range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobList {
+    pub layout: Layout,
+    pub blobs: Vec<ListedBlob>,
+}
+
+impl BlobList {
+    /// The list as written:
+    /// `repozo-blobs 1 LAYOUT` then `OID TID SIZE MD5` or `OID TID missing`,
+    /// oids and tids as ZODB writes them in blob file names.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = format!("{LIST_HEADER} {}\n", self.layout.name());
+        for b in &self.blobs {
+            match &b.file {
+                Some((size, md5)) => {
+                    s.push_str(&format!("{} {} {size} {md5}\n", repr(b.oid), repr(b.tid)))
+                }
+                None => s.push_str(&format!("{} {} missing\n", repr(b.oid), repr(b.tid))),
+            }
+        }
+        s.into_bytes()
+    }
+
+    /// Parse a blob list; the error says what is wrong and where.
+    pub fn parse(bytes: &[u8]) -> Result<BlobList, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not text".to_string())?;
+        if !text.ends_with('\n') {
+            return Err("cut short (no final newline)".into());
+        }
+        let mut lines = text.lines();
+        let head = lines.next().unwrap_or("");
+        let layout = head
+            .strip_prefix(LIST_HEADER)
+            .and_then(|l| l.strip_prefix(' '))
+            .and_then(|l| Layout::parse(l.as_bytes()))
+            .ok_or_else(|| format!("first line {head:?} is not a blob list header"))?;
+        let mut blobs = Vec::new();
+        for (n, line) in lines.enumerate() {
+            let bad = || format!("line {}: {line:?}", n + 2);
+            let f: Vec<&str> = line.split(' ').collect();
+            let (oid, tid) = match (f.first(), f.get(1)) {
+                (Some(o), Some(t)) => (
+                    parse_repr(o).ok_or_else(bad)?,
+                    parse_repr(t).ok_or_else(bad)?,
+                ),
+                _ => return Err(bad()),
+            };
+            let file = match &f[2..] {
+                ["missing"] => None,
+                [size, md5] if md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Some((size.parse().map_err(|_| bad())?, md5.to_string()))
+                }
+                _ => return Err(bad()),
+            };
+            blobs.push(ListedBlob { oid, tid, file });
+        }
+        Ok(BlobList { layout, blobs })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +287,39 @@ mod tests {
         ));
         assert!(!is_blob_pickle(b"\x80\x03cZODB.blob\nBlob\nq"));
         assert!(!is_blob_pickle(b""));
+    }
+
+    #[test]
+    fn blob_lists_round_trip_and_damage_is_an_error() {
+        let list = BlobList {
+            layout: Layout::Lawn,
+            blobs: vec![
+                ListedBlob {
+                    oid: 0x12a,
+                    tid: 0x3dd,
+                    file: Some((1000, "0a26262da70a9913a924edf38ad7ab1a".into())),
+                },
+                ListedBlob {
+                    oid: 7,
+                    tid: 0x3de,
+                    file: None,
+                },
+            ],
+        };
+        let bytes = list.to_bytes();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            "repozo-blobs 1 lawn\n0x012a 0x03dd 1000 0a26262da70a9913a924edf38ad7ab1a\n0x07 0x03de missing\n"
+        );
+        assert_eq!(BlobList::parse(&bytes), Ok(list));
+        for bad in [
+            &b"repozo-blobs 1 lawn\n0x012a 0x03dd 1000"[..],
+            b"repozo-blobs 2 lawn\n",
+            b"repozo-blobs 1 lawn\n0x012a 0x03dd 10x0 0a26262da70a9913a924edf38ad7ab1a\n",
+            b"repozo-blobs 1 lawn\n0x012a 0x03dd 1000 0a26\n",
+            b"repozo-blobs 1 lawn\n12a 0x03dd missing\n",
+        ] {
+            assert!(BlobList::parse(bad).is_err(), "{bad:?}");
+        }
     }
 }
