@@ -59,7 +59,21 @@ impl Repository {
         index: TempFile,
         log: &Log,
     ) -> Result<()> {
-        data.rename_into(&to.data, false)?;
+        use std::os::unix::fs::MetadataExt;
+        let mut data = data;
+        let ours = data.file().metadata().ok().map(|m| (m.dev(), m.ino()));
+        if let Err(e) = data.rename_into(&to.data, false) {
+            // Where renameat2 cannot refuse to replace, the rename is a
+            // link and an unlink: a failed unlink leaves our file
+            // published. Take it back, but only our file: one that was
+            // there first (WouldOverwrite) or is another file stays.
+            let published =
+                std::fs::symlink_metadata(&to.data).is_ok_and(|m| ours == Some((m.dev(), m.ino())));
+            if !matches!(e, Error::WouldOverwrite(_)) && published {
+                self.roll_back(&[&to.data], log);
+            }
+            return Err(e);
+        }
         index
             .rename_into(&to.index, true)
             .and_then(|()| durable::sync_dir(self.dir()))

@@ -18,6 +18,7 @@ mod recover;
 mod reliability;
 mod review_backup;
 mod review_chains;
+mod review_layers;
 mod review_misc;
 mod review_recover;
 mod review_round2;
