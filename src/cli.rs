@@ -120,6 +120,13 @@ Beyond ZODB's repozo (long options only, but -L):
         (a number with s, m, h, d or w: 26h, 2d), or stamped more than an
         hour after the clock (a wrong clock; -B refuses to run then).
 
+    --blob-dir=DIR
+        With -B: also back up the ZODB blob directory DIR of the
+        FileStorage: exactly the blob revisions the backed-up bytes refer
+        to, each stored once in the repository. With -R (and -o): write
+        DIR holding exactly the blob revisions the recovered file refers
+        to, before the file is put in place.
+
     --version
         Print the version and exit.
 ";
@@ -186,7 +193,7 @@ const LONG: &[&str] = &[
 ];
 
 /// Long options of ours, beyond repozo's.
-const EXTRA_LONG: &[&str] = &["list", "json", "keep=", "max-age=", "version"];
+const EXTRA_LONG: &[&str] = &["list", "json", "keep=", "max-age=", "version", "blob-dir="];
 
 /// Short option letters; those followed by `:` take a value (`L` is ours).
 const SHORT: &str = "BRVvhr:f:FQzkD:o:wL";
@@ -335,6 +342,7 @@ where
     let mut keep: Option<usize> = None;
     let mut max_age: Option<u64> = None;
     let mut json = false;
+    let mut blob_dir: Option<PathBuf> = None;
     for (opt, value) in opts {
         let mut set_mode = |m: Mode| -> Result<()> {
             if mode.is_some() {
@@ -367,6 +375,11 @@ where
             "version" => return Ok(Command::Version),
             "list" => set_mode(Mode::List)?,
             "json" => json = true,
+            "blob-dir" => {
+                blob_dir = value
+                    .map(PathBuf::from)
+                    .filter(|p| !p.as_os_str().is_empty())
+            }
             "keep" => {
                 let v = value.expect("keep takes a value");
                 let n = v
@@ -413,6 +426,9 @@ where
     if mode != Mode::List && json {
         ignored.push("--json option is ignored outside list mode");
     }
+    if matches!(mode, Mode::Verify | Mode::List) && blob_dir.is_some() {
+        ignored.push("--blob-dir option is ignored outside backup and recover modes");
+    }
     let action = match mode {
         Mode::List => {
             let any = date.is_some() as u8
@@ -449,6 +465,7 @@ where
                 gzip,
                 kill_old,
                 keep,
+                blob_dir,
             })
         }
         Mode::Recover => {
@@ -467,6 +484,7 @@ where
                     with_verify,
                     full,
                     quick,
+                    blob_dir,
                 }),
                 Err(Error::BadDate(text)) => Action::BadDate(text),
                 Err(e) => return Err(e),

@@ -60,6 +60,15 @@ pub enum Error {
     /// The newest backup is stamped too far after the clock (a clock that
     /// is wrong now or was wrong then); the message says what to do.
     Clock(String),
+    /// `--blob-dir` names something that is not a ZODB blob directory.
+    NotBlobDir { path: PathBuf, reason: String },
+    /// A backup's blob list (`<stamp>.blobs`) that cannot be read.
+    BadBlobList { path: PathBuf, reason: String },
+    /// A committed blob file whose size differs from the stored revision
+    /// of the same oid and tid (ZODB never changes one).
+    BlobChanged { path: PathBuf, stored: PathBuf },
+    /// Recovery with `--blob-dir` cannot recover the blobs the chain needs.
+    Blobs(String),
 }
 
 impl Error {
@@ -142,6 +151,22 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Clock(msg) => write!(f, "{msg}"),
+            Error::NotBlobDir { path, reason } => write!(
+                f,
+                "{} is not a ZODB blob directory: {reason}",
+                path.display()
+            ),
+            Error::BadBlobList { path, reason } => {
+                write!(f, "{} is not a usable blob list: {reason}", path.display())
+            }
+            Error::BlobChanged { path, stored } => write!(
+                f,
+                "{} differs in size from the stored revision {}: a committed blob file was changed; \
+                 nothing was kept",
+                path.display(),
+                stored.display()
+            ),
+            Error::Blobs(msg) => write!(f, "{msg}"),
         }
     }
 }

@@ -21,6 +21,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::format::blob::{self, BlobList, Layout};
 use crate::format::dat::{self, DatFile, DatLine};
 use crate::format::filestorage::{self, Scan};
 use crate::format::index::Index;
@@ -31,6 +32,7 @@ use crate::io::flush::{self, Flusher};
 use crate::io::md5::{self, Md5};
 use crate::io::{buf, read, xxh3};
 use crate::log::Log;
+use crate::repository::blobs::Known;
 use crate::repository::chains::{self, DataFile};
 use crate::repository::publish::NewBackup;
 use crate::repository::sums::{self, Sums};
@@ -54,6 +56,8 @@ pub struct BackupOptions {
     /// `--keep N`: after the backup, keep the N newest full backups with
     /// their chains and remove older chains.
     pub keep: Option<usize>,
+    /// `--blob-dir`: the source's blob directory, backed up with it.
+    pub blob_dir: Option<PathBuf>,
 }
 
 /// What a backup did.
@@ -104,6 +108,7 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     if let Some(n) = opts.keep {
         repo.retain(n, log);
     }
+    repo.collect_blobs(log);
     Ok(outcome)
 }
 
@@ -124,6 +129,15 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
     let src = File::open(&opts.file).ctx("open", &opts.file)?;
     let size = src.metadata().ctx("stat", &opts.file)?.len();
     filestorage::check_magic(&src, size, &opts.file)?;
+    let blobs = match &opts.blob_dir {
+        Some(dir) => Some(BlobSource {
+            layout: blob_layout(dir)?,
+            dir: dir.clone(),
+            known: repo.known_blobs(&listing)?,
+        }),
+        None => None,
+    };
+    let blobs = blobs.as_ref();
 
     // The newest chain as its .dat describes it, whatever the clock says (a
     // clock that went back must not make us start an out-of-order chain).
@@ -181,13 +195,14 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
     match decision {
         Err(reason) => {
             log.note(format_args!("{}", reason.text()));
-            let scan = scan_source(opts, repo, &src, size, None, log)?;
-            write_full(opts, repo, &src, scan, stamp, log)
+            let scan = scan_source(opts, repo, &src, size, None, blobs.map(|_| 4), log)?;
+            write_full(opts, repo, &src, scan, blobs, stamp, log)
         }
         Ok(start) => {
             let last = chain.last().expect("an extended chain is not empty");
             let chain_index = (repo.index_path(last), start);
-            let scan = scan_source(opts, repo, &src, size, Some(chain_index), log)?;
+            let blobs_from = blobs.map(|_| start);
+            let mut scan = scan_source(opts, repo, &src, size, Some(chain_index), blobs_from, log)?;
             let end = scan.0.end;
             if end == start {
                 log.note(format_args!("No changes, nothing to do"));
@@ -199,12 +214,19 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
                 log.note(format_args!(
                     "committed data ends at {end} before the backed-up {start} (full backup)"
                 ));
-                return write_full(opts, repo, &src, scan, stamp, log);
+                if blobs.is_some() {
+                    // a full backup refers to every blob record
+                    let all =
+                        filestorage::scan_from(&src, &opts.file, end, 4, Index::new(), Some(4))?;
+                    scan.0.blobs = all.blobs;
+                }
+                return write_full(opts, repo, &src, scan, blobs, stamp, log);
             }
             log.note(format_args!("doing incremental, starting at: {start}"));
             write_incremental(
                 opts,
                 repo,
+                blobs,
                 &chain[0],
                 dat_file.as_ref(),
                 &src,
@@ -214,6 +236,65 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
                 log,
             )
         }
+    }
+}
+
+/// The source's blob directory, for a backup with `--blob-dir`.
+struct BlobSource {
+    dir: PathBuf,
+    layout: Layout,
+    /// What the repository's blob lists record of stored revisions.
+    known: Known,
+}
+
+/// The layout of a blob directory, as ZODB chooses it: named by its
+/// `.layout` file, or `lawn` for a directory without one whose entries all
+/// look like lawn oid directories (or `tmp`). Anything else is not a blob
+/// directory: an error before anything is written.
+fn blob_layout(dir: &Path) -> Result<Layout> {
+    let not = |reason: String| Error::NotBlobDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| not(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(not("not a directory".into()));
+    }
+    let marker = dir.join(blob::LAYOUT_MARKER);
+    match std::fs::read(&marker) {
+        Ok(bytes) => Layout::parse(&bytes).ok_or_else(|| {
+            not(format!(
+                "its {} names {:?}, not bushy or lawn",
+                blob::LAYOUT_MARKER,
+                String::from_utf8_lossy(&bytes).trim()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let entries = std::fs::read_dir(dir).ctx("list", dir)?;
+            let mut any = false;
+            for e in entries {
+                let name = e.ctx("list", dir)?.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') {
+                    continue;
+                }
+                if name != "tmp" && blob::parse_repr(&name).is_none() {
+                    return Err(not(format!(
+                        "it has no {} file and holds {name:?}",
+                        blob::LAYOUT_MARKER
+                    )));
+                }
+                any = true;
+            }
+            if !any {
+                return Err(not(format!(
+                    "it is empty, without a {} file",
+                    blob::LAYOUT_MARKER
+                )));
+            }
+            Ok(Layout::Lawn)
+        }
+        Err(e) => Err(Error::io("read", &marker, e)),
     }
 }
 
@@ -236,12 +317,14 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
 /// into every later `.index` (issue 19, case 7). Each index must pass
 /// ZODB's sanity check; an unreadable or insane one is skipped with a
 /// note, never an error.
+#[allow(clippy::too_many_arguments)]
 fn scan_source(
     opts: &BackupOptions,
     repo: &Repository,
     src: &File,
     size: u64,
     chain_index: Option<(PathBuf, u64)>,
+    blobs_from: Option<u64>,
     log: &Log,
 ) -> Result<(Scan, bool)> {
     // one index loaded and checked; `trusted`: the base is a scan's
@@ -282,12 +365,25 @@ fn scan_source(
             (4, Index::new(), true)
         }
     };
-    let scan = filestorage::scan_from(src, &opts.file, size, start, index, None)?;
+    let mut scan = filestorage::scan_from(src, &opts.file, size, start, index, blobs_from)?;
     log.note(format_args!(
         "scanned {} bytes from {start}: committed data ends at {}",
         scan.end - start,
         scan.end
     ));
+    if let Some(from) = blobs_from.filter(|&f| f < start) {
+        // the index started after the backup's range does: the blob
+        // records between are found by walking that part too
+        let before =
+            filestorage::scan_from(src, &opts.file, start, from, Index::new(), Some(from))?;
+        if before.end != start {
+            return Err(Error::NotFileStorage {
+                path: opts.file.clone(),
+                reason: format!("no transaction ends at {start}, where its index says"),
+            });
+        }
+        scan.blobs.splice(0..0, before.blobs);
+    }
     Ok((scan, trusted))
 }
 
@@ -650,6 +746,16 @@ impl<W: Write> Write for HashingWriter<W> {
 /// another thread while the data is copied, each synced on its own), then
 /// publish them. Returns what was written; on error nothing of either
 /// stays published.
+/// A backup's blob list in a synced temporary file of the repository.
+fn blob_list_file(repo: &Repository, list: &BlobList) -> Result<TempFile> {
+    let mut tmp = repo.new_file()?;
+    let path = tmp.path().to_path_buf();
+    tmp.file().write_all(&list.to_bytes()).ctx("write", &path)?;
+    tmp.sync()?;
+    Ok(tmp)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_files(
     opts: &BackupOptions,
     repo: &Repository,
@@ -657,6 +763,7 @@ fn write_files(
     start: u64,
     scan: &Scan,
     new: &NewBackup,
+    list: Option<TempFile>,
     log: &Log,
 ) -> Result<Written> {
     log.note(format_args!(
@@ -671,18 +778,20 @@ fn write_files(
     let (data_tmp, mut written) = data?;
     let (index_tmp, index_hash) = index?;
     written.index_hash = index_hash;
-    repo.publish_files(new, data_tmp, index_tmp, log)?;
+    repo.publish_files(new, data_tmp, index_tmp, list, log)?;
     Ok(written)
 }
 
 /// Write the backup's files, check that the source is still the file we
 /// copied, and commit with `commit` (given the `.dat` line). On error,
 /// nothing of the backup stays.
+#[allow(clippy::too_many_arguments)]
 fn write_and_commit(
     opts: &BackupOptions,
     repo: &Repository,
     src: &File,
     (start, scan, scan_trusted): (u64, &Scan, bool),
+    blobs: Option<&BlobSource>,
     name: &DataName,
     commit: impl FnOnce(&[u8], &NewBackup) -> Result<()>,
     log: &Log,
@@ -698,9 +807,17 @@ fn write_and_commit(
         scan.end - start,
         new.data.display()
     ));
-    let written = write_files(opts, repo, src, start, scan, &new, log)?;
+    // the blob revisions first, durable before anything lists them
+    let list = match blobs {
+        Some(b) => {
+            let list = repo.store_blobs(&b.dir, b.layout, &scan.blobs, &b.known, log)?;
+            Some(blob_list_file(repo, &list)?)
+        }
+        None => None,
+    };
+    let written = write_files(opts, repo, src, start, scan, &new, list, log)?;
     check_source_unchanged(src, &opts.file)
-        .inspect_err(|_| repo.roll_back(&[&new.data, &new.index], log))?;
+        .inspect_err(|_| repo.roll_back(&[&new.data, &new.index, &new.blobs], log))?;
     let line = dat::format_line(repo.dir(), &name.file_name(), start, scan.end, &written.md5);
     commit(&line, &new)?;
     let trust = scan_trusted.then(|| sums::IndexTrust {
@@ -717,6 +834,7 @@ fn write_full(
     repo: &Repository,
     src: &File,
     (scan, scan_trusted): (Scan, bool),
+    blobs: Option<&BlobSource>,
     stamp: Stamp,
     log: &Log,
 ) -> Result<Outcome> {
@@ -731,6 +849,7 @@ fn write_full(
         repo,
         src,
         (0, &scan, scan_trusted),
+        blobs,
         &name,
         commit,
         log,
@@ -751,6 +870,7 @@ fn write_full(
 fn write_incremental(
     opts: &BackupOptions,
     repo: &Repository,
+    blobs: Option<&BlobSource>,
     head: &DataFile,
     dat_file: Option<&DatFile>,
     src: &File,
@@ -770,6 +890,7 @@ fn write_incremental(
         repo,
         src,
         (start, &scan, scan_trusted),
+        blobs,
         &name,
         commit,
         log,

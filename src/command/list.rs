@@ -38,6 +38,9 @@ pub struct FileReport {
     pub size_ok: Option<bool>,
     /// Listed in the chain's `.dat`.
     pub listed: bool,
+    /// The blob revisions its range refers to and their bytes, from its
+    /// blob list (a backup made with `--blob-dir`).
+    pub blobs: Option<(u64, u64)>,
 }
 
 impl FileReport {
@@ -87,6 +90,20 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     for g in groups {
         out.push(describe_chain(repo, g.head, &g.files)?);
     }
+    for f in out.iter_mut().flat_map(|c| c.files.iter_mut()) {
+        f.blobs = match repo.read_blob_list(f.stamp) {
+            Ok(Some(l)) => {
+                let sizes: Vec<u64> = l
+                    .blobs
+                    .iter()
+                    .filter_map(|b| b.file.as_ref())
+                    .map(|f| f.0)
+                    .collect();
+                Some((sizes.len() as u64, sizes.iter().sum()))
+            }
+            _ => None,
+        };
+    }
     Ok(out)
 }
 
@@ -100,6 +117,7 @@ fn report_unlisted(f: &DataFile) -> FileReport {
         size_on_disk: std::fs::metadata(&f.path).ok().map(|m| m.len()),
         size_ok: None,
         listed: false,
+        blobs: None,
     }
 }
 
@@ -177,6 +195,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
             size_on_disk,
             size_ok,
             listed: true,
+            blobs: None,
         };
         if line.start != expected {
             report.problems.push(format!(
@@ -220,10 +239,11 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
 /// Run `-L`: print the description on stdout.
 pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     let chains = describe(opts, log)?;
+    let store = Repository::open(&opts.repository)?.blob_store_size();
     let text = if opts.json {
-        to_json(&chains)
+        to_json(&chains, store)
     } else {
-        to_text(&chains)
+        to_text(&chains, store)
     };
     // a closed stdout is an error (exit 1), never a panic
     crate::log::write_stdout(&text)?;
@@ -231,7 +251,7 @@ pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
 }
 
 /// The human-readable listing.
-pub fn to_text(chains: &[ChainReport]) -> String {
+pub fn to_text(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
     let mut s = String::new();
     if chains.is_empty() {
         s.push_str("no backups\n");
@@ -276,15 +296,22 @@ pub fn to_text(chains: &[ChainReport]) -> String {
                 (true, Some(true), _) => "ok",
                 (true, None, _) => "ok (compressed: size checked by -V)",
             };
+            let blobs = f
+                .blobs
+                .map(|(n, b)| format!("  blobs: {n} ({b} bytes)"))
+                .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "  {}  {kind:<16}  {range:<24}  {disk:<16}  {check}",
+                "  {}  {kind:<16}  {range:<24}  {disk:<16}  {check}{blobs}",
                 f.name
             );
         }
         for p in &c.problems {
             let _ = writeln!(s, "  problem: {}", crate::log::one_line(p));
         }
+    }
+    if let Some((n, b)) = store {
+        let _ = writeln!(s, "blob store: {n} revisions, {b} bytes");
     }
     s
 }
@@ -314,7 +341,7 @@ fn json_opt<T: ToString>(v: Option<T>) -> String {
 }
 
 /// The same as JSON: `{"chains": [...]}`.
-pub fn to_json(chains: &[ChainReport]) -> String {
+pub fn to_json(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
     let mut s = String::from("{\"chains\": [");
     for (i, c) in chains.iter().enumerate() {
         if i > 0 {
@@ -325,7 +352,7 @@ pub fn to_json(chains: &[ChainReport]) -> String {
             .iter()
             .map(|f| {
                 format!(
-                    "{{\"name\": {}, \"stamp\": {}, \"kind\": {}, \"gzip\": {}, \"start\": {}, \"end\": {}, \"size_on_disk\": {}, \"present\": {}, \"size_ok\": {}, \"listed\": {}}}",
+                    "{{\"name\": {}, \"stamp\": {}, \"kind\": {}, \"gzip\": {}, \"start\": {}, \"end\": {}, \"size_on_disk\": {}, \"present\": {}, \"size_ok\": {}, \"listed\": {}, \"blobs\": {}, \"blob_bytes\": {}}}",
                     json_str(&f.name),
                     json_str(&f.stamp.to_string()),
                     json_str(if f.full { "full" } else { "incremental" }),
@@ -335,7 +362,9 @@ pub fn to_json(chains: &[ChainReport]) -> String {
                     json_opt(f.size_on_disk),
                     f.present(),
                     json_opt(f.size_ok),
-                    f.listed
+                    f.listed,
+                    json_opt(f.blobs.map(|b| b.0)),
+                    json_opt(f.blobs.map(|b| b.1))
                 )
             })
             .collect();
@@ -357,7 +386,14 @@ pub fn to_json(chains: &[ChainReport]) -> String {
             files.join(", ")
         );
     }
-    s.push_str("]}\n");
+    s.push(']');
+    if let Some((n, b)) = store {
+        let _ = write!(
+            s,
+            ", \"blob_store\": {{\"revisions\": {n}, \"bytes\": {b}}}"
+        );
+    }
+    s.push_str("}\n");
     s
 }
 

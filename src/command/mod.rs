@@ -6,4 +6,5 @@
 pub mod backup;
 pub mod list;
 pub mod recover;
+pub mod recover_blobs;
 pub mod verify;

@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::command::recover_blobs;
 use crate::error::{Error, IoContext, Result};
 use crate::format::stamp::Stamp;
 use crate::io::durable::{self, TempFile};
@@ -41,6 +42,8 @@ pub struct RecoverOptions {
     /// `-Q`: when extending an existing FILE, check only the md5 of the
     /// last backup range it covers.
     pub quick: bool,
+    /// `--blob-dir`: the blob directory to recover beside the output.
+    pub blob_dir: Option<PathBuf>,
 }
 
 /// What a recovery did.
@@ -88,6 +91,9 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
         ));
     }
     match &opts.output {
+        None if opts.blob_dir.is_some() => Err(Error::Blobs(
+            "--blob-dir needs -o: blobs are recovered beside a file, not to stdout".into(),
+        )),
         None => {
             log.note(format_args!("Recovering file to stdout"));
             let stdout = io::stdout();
@@ -110,7 +116,32 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             })?;
             Ok(Recovered { index: false, ..r })
         }
-        Some(out) => recover_to_file(opts, repo, &chain, &sums, out, log),
+        Some(out) => {
+            // the blobs first: the file is put in place only when every
+            // blob it needs is
+            let blobs = match &opts.blob_dir {
+                Some(dir) => Some(recover_blobs::recover_blobs(repo, &chain, dir, log)?),
+                None => {
+                    let last = &chain.files.last().expect("a chain is never empty").file;
+                    if repo
+                        .read_blob_list(last.name.stamp)
+                        .ok()
+                        .flatten()
+                        .is_some()
+                    {
+                        log.note(format_args!(
+                            "the backups hold blobs, which were not recovered (no --blob-dir)"
+                        ));
+                    }
+                    None
+                }
+            };
+            let r = recover_to_file(opts, repo, &chain, &sums, out, log)?;
+            if let Some(b) = blobs {
+                recover_blobs::finish(b, log)?;
+            }
+            Ok(r)
+        }
     }
 }
 

@@ -196,6 +196,19 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         out.files += 1;
         out.bytes += size;
     }
+    // the blob revisions the chain's backups refer to
+    let stamps: Vec<Stamp> = dat
+        .lines
+        .iter()
+        .filter_map(|l| DataName::parse(&l.name).map(|n| n.stamp))
+        .collect();
+    let (blob_bad, blobs, blob_bytes) = repo.check_blobs(&stamps, opts.quick);
+    if blobs > 0 {
+        log.note(format_args!(
+            "Verified {blobs} blob revision(s), {blob_bytes} bytes"
+        ));
+    }
+    bad.extend(blob_bad);
     if bad.is_empty() {
         Ok(out)
     } else {

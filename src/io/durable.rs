@@ -225,6 +225,19 @@ pub fn write_file(dir: &Path, target: &Path, bytes: &[u8]) -> Result<()> {
     t.publish(target, true)
 }
 
+/// `syncfs` on the file system holding `dir`: every file written there,
+/// and every rename, is durable when it returns (one call for many small
+/// files, where an `fsync` each would wait for the disk each time).
+pub fn sync_fs(dir: &Path) -> Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let d = File::open(dir).ctx("open", dir)?;
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(Error::io("sync", dir, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Reserve disk blocks for `len` bytes of `file` from `offset` without
 /// changing its size (`fallocate(FALLOC_FL_KEEP_SIZE)`), before they are
 /// written: a backup or recovery that cannot fit fails now, not after

@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::blob::{BlobList, Layout, ListedBlob};
 use crate::format::filestorage::BlobRecord;
 use crate::format::stamp::Stamp;
-use crate::io::durable::TempFile;
+use crate::io::durable::{self, TempFile};
 use crate::io::md5::{self, Md5};
 use crate::io::read;
 use crate::log::Log;
@@ -115,10 +115,7 @@ impl Repository {
             let file = match (in_store, src_len) {
                 (Some(have), src_len) => {
                     if src_len.is_some_and(|n| n != have) {
-                        return Err(Error::BlobChanged {
-                            path: src,
-                            stored,
-                        });
+                        return Err(Error::BlobChanged { path: src, stored });
                     }
                     match known.get(&(r.oid, r.tid)) {
                         Some((size, sum)) if *size == have => Some((have, sum.clone())),
@@ -175,13 +172,13 @@ impl Repository {
         if pending.is_empty() {
             return Ok(());
         }
-        sync_fs(self.dir())?;
+        durable::sync_fs(self.dir())?;
         for (tmp, dest) in pending {
             let dir = dest.parent().expect("a store path has a directory");
             std::fs::create_dir_all(dir).ctx("create", dir)?;
             tmp.rename_into(&dest, true)?;
         }
-        sync_fs(self.dir())
+        durable::sync_fs(self.dir())
     }
 }
 
@@ -194,39 +191,29 @@ fn blobs_entry(blobs: &[ListedBlob], r: &BlobRecord) -> ListedBlob {
         .expect("listed before")
 }
 
-/// Copy the blob file `src` into `tmp` (not synced); returns its size and
-/// md5.
+/// Copy the blob file `src` into `tmp` (not synced) in one pass; returns
+/// its size and md5.
 fn copy_blob(src: &Path, tmp: &mut TempFile) -> Result<(u64, String)> {
     let f = File::open(src).ctx("open", src)?;
     let len = f.metadata().ctx("stat", src)?.len();
     let tmp_path = tmp.path().to_path_buf();
+    let mut out: &File = tmp.file();
     let mut md5 = Md5::new();
-    let n = read::read_in_order(&f, 0, len, false, |b| {
-        md5.update(b);
-        crate::progress::read(b.len() as u64);
-    })
-    .ctx("read", src)?;
-    // the bytes once more, now into the copy: blob files are small, and
-    // still in the page cache
-    let mut out = std::io::BufWriter::with_capacity(crate::io::buf::CHUNK, tmp.file());
-    read::read_in_order(&f, 0, n, false, |b| {
-        let _ = out.write_all(b);
-    })
-    .ctx("read", src)?;
-    out.flush().ctx("write", &tmp_path)?;
-    drop(out);
-    let written = tmp.file().metadata().ctx("stat", &tmp_path)?.len();
-    if n != len || written != n {
-        return Err(Error::io(
-            "copy",
-            src,
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{n} of {len} bytes read, {written} written"),
-            ),
-        ));
+    let mut buf = vec![0u8; (len as usize).clamp(1, crate::io::buf::CHUNK)];
+    let mut pos = 0u64;
+    while pos < len {
+        let want = ((len - pos) as usize).min(buf.len());
+        let n = read::read_full_at(&f, &mut buf[..want], pos).ctx("read", src)?;
+        if n == 0 {
+            return Err(Error::io("read", src, read::ended_before(pos, len)));
+        }
+        md5.update(&buf[..n]);
+        crate::progress::read(n as u64);
+        out.write_all(&buf[..n]).ctx("write", &tmp_path)?;
+        crate::progress::written(n as u64);
+        pos += n as u64;
     }
-    Ok((n, md5::hex(&md5.finalize())))
+    Ok((len, md5::hex(&md5.finalize())))
 }
 
 /// The md5 of a file.
@@ -236,14 +223,179 @@ fn md5_of(path: &Path) -> Result<String> {
     Ok(md5::hex(&m.finalize()))
 }
 
-/// `syncfs` on the file system holding `dir`: every file written there,
-/// and every rename, is durable when it returns.
-fn sync_fs(dir: &Path) -> Result<()> {
-    use std::os::unix::io::AsRawFd;
-    let d = File::open(dir).ctx("open", dir)?;
-    // SAFETY: a valid descriptor.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(Error::io("sync", dir, std::io::Error::last_os_error()));
+impl Repository {
+    /// Problems of the stored revisions that the blob lists of `stamps`
+    /// name, one line each: missing, another size, and (unless `quick`)
+    /// another md5. Returns them with the number of revisions and bytes
+    /// checked.
+    pub fn check_blobs(&self, stamps: &[Stamp], quick: bool) -> (Vec<String>, u64, u64) {
+        let mut bad = Vec::new();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let mut seen = std::collections::HashSet::new();
+        for &s in stamps {
+            let list = match self.read_blob_list(s) {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(e) => {
+                    bad.push(e.to_string());
+                    continue;
+                }
+            };
+            for b in list.blobs {
+                let Some((size, sum)) = b.file else { continue };
+                if !seen.insert((b.oid, b.tid)) {
+                    continue;
+                }
+                let p = self.stored_blob(b.oid, b.tid);
+                let what = || {
+                    format!(
+                        "blob oid {} tid {} ({}, listed in {})",
+                        crate::format::blob::repr(b.oid),
+                        crate::format::blob::repr(b.tid),
+                        p.display(),
+                        self.blob_list_path(s).display()
+                    )
+                };
+                n += 1;
+                match std::fs::metadata(&p) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        bad.push(format!("{} is missing", what()));
+                        continue;
+                    }
+                    Err(e) => {
+                        bad.push(format!("{}: {e}", what()));
+                        continue;
+                    }
+                    Ok(m) if m.len() != size => {
+                        bad.push(format!("{} has {} bytes, expected {size}", what(), m.len()));
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+                bytes += size;
+                if !quick {
+                    match md5_of(&p) {
+                        Ok(got) if got == sum => {}
+                        Ok(got) => bad.push(format!("{} has md5 {got}, expected {sum}", what())),
+                        Err(e) => bad.push(format!("{}: {e}", what())),
+                    }
+                }
+            }
+        }
+        (bad, n, bytes)
     }
-    Ok(())
+
+    /// The number of stored revisions and their bytes; `None` without a
+    /// store.
+    pub fn blob_store_size(&self) -> Option<(u64, u64)> {
+        let store = self.path(STORE);
+        if !store.is_dir() {
+            return None;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        for e in walkdir::WalkDir::new(&store).min_depth(2).max_depth(2) {
+            if let Ok(m) = e.and_then(|e| e.metadata()) {
+                n += 1;
+                bytes += m.len();
+            }
+        }
+        Some((n, bytes))
+    }
+
+    /// The blob lists in the repository, by stamp.
+    fn blob_lists(&self) -> Result<Vec<(Stamp, PathBuf)>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.dir()).ctx("list", self.dir())? {
+            let e = e.ctx("list", self.dir())?;
+            let name = e.file_name();
+            let Some(stem) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(&format!(".{LIST_EXT}")))
+            else {
+                continue;
+            };
+            if let Ok(s) = Stamp::parse_date(stem) {
+                if s.to_string() == stem {
+                    out.push((s, e.path()));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remove what no backup refers to any more: the stored revisions that
+    /// no blob list of a remaining data file names, then the blob lists
+    /// whose data file is gone (removed by `--keep`, `-k`, or ZODB's
+    /// repozo `-k`). Runs when there is such a list; a run killed midway
+    /// leaves that list, so the next one finishes. Best effort: failures
+    /// are warnings. Returns the bytes freed.
+    pub fn collect_blobs(&self, log: &Log) -> u64 {
+        match self.try_collect_blobs(log) {
+            Ok(freed) => freed,
+            Err(e) => {
+                log.warn(format_args!(
+                    "removing unused blob revisions failed: {e}; the next backup tries again"
+                ));
+                0
+            }
+        }
+    }
+
+    fn try_collect_blobs(&self, log: &Log) -> Result<u64> {
+        let store = self.path(STORE);
+        if !store.exists() {
+            return Ok(0);
+        }
+        let listing = self.list()?;
+        let live: std::collections::HashSet<Stamp> =
+            listing.files.iter().map(|f| f.name.stamp).collect();
+        let lists = self.blob_lists()?;
+        let dead: Vec<&PathBuf> = lists
+            .iter()
+            .filter(|(s, _)| !live.contains(s))
+            .map(|(_, p)| p)
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let mut referenced = std::collections::HashSet::new();
+        for (s, _) in lists.iter().filter(|(s, _)| live.contains(s)) {
+            for b in self.read_blob_list(*s)?.into_iter().flat_map(|l| l.blobs) {
+                referenced.insert((b.oid, b.tid));
+            }
+        }
+        let (mut removed, mut freed) = (0u64, 0u64);
+        for e in walkdir::WalkDir::new(&store).min_depth(2).max_depth(2) {
+            let e = e.map_err(|e| {
+                let p = e.path().unwrap_or(&store).to_path_buf();
+                Error::io("list", &p, e.into())
+            })?;
+            let name = e.file_name().to_string_lossy();
+            let key = name.strip_suffix(".blob").and_then(|n| {
+                let (o, t) = n.split_once('.')?;
+                Some((
+                    u64::from_str_radix(o, 16).ok()?,
+                    u64::from_str_radix(t, 16).ok()?,
+                ))
+            });
+            let Some(key) = key else { continue };
+            if referenced.contains(&key) {
+                continue;
+            }
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(e.path()).ctx("remove", e.path())?;
+            removed += 1;
+            freed += len;
+        }
+        durable::sync_fs(self.dir())?;
+        for p in dead {
+            std::fs::remove_file(p).ctx("remove", p)?;
+        }
+        durable::sync_dir(self.dir())?;
+        log.note(format_args!(
+            "blobs: removed {removed} revision(s) no backup refers to, {freed} bytes freed"
+        ));
+        Ok(freed)
+    }
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+pub mod blobs;
 pub mod chains;
 pub mod lock;
 pub mod publish;

@@ -24,6 +24,8 @@ pub struct NewBackup {
     pub data: PathBuf,
     /// Its `.index`.
     pub index: PathBuf,
+    /// Its blob list (with `--blob-dir`).
+    pub blobs: PathBuf,
 }
 
 impl Repository {
@@ -43,6 +45,7 @@ impl Repository {
         Ok(NewBackup {
             data,
             index: self.path(&name.index_name()),
+            blobs: self.blob_list_path(name.stamp),
         })
     }
 
@@ -57,6 +60,7 @@ impl Repository {
         to: &NewBackup,
         data: TempFile,
         index: TempFile,
+        blobs: Option<TempFile>,
         log: &Log,
     ) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
@@ -76,8 +80,12 @@ impl Repository {
         }
         index
             .rename_into(&to.index, true)
+            .and_then(|()| match blobs {
+                Some(b) => b.rename_into(&to.blobs, true),
+                None => Ok(()),
+            })
             .and_then(|()| durable::sync_dir(self.dir()))
-            .inspect_err(|_| self.roll_back(&[&to.data, &to.index], log))
+            .inspect_err(|_| self.roll_back(&[&to.data, &to.index, &to.blobs], log))
     }
 
     /// Commit a full backup: write its chain's `.dat` holding `line`. On
@@ -91,7 +99,7 @@ impl Repository {
     ) -> Result<()> {
         let dat = self.path(&name.dat_name());
         durable::write_file(self.dir(), &dat, line).inspect_err(|_| {
-            self.roll_back(&[&dat, &new.data, &new.index], log);
+            self.roll_back(&[&dat, &new.data, &new.index, &new.blobs], log);
         })
     }
 
@@ -112,7 +120,7 @@ impl Repository {
         let original = match std::fs::read(&dat).ctx("read", &dat) {
             Ok(o) => o,
             Err(e) => {
-                self.roll_back(&[&new.data, &new.index], log);
+                self.roll_back(&[&new.data, &new.index, &new.blobs], log);
                 return Err(e);
             }
         };
@@ -152,7 +160,7 @@ impl Repository {
                 intact()
             };
             if restored {
-                self.roll_back(&[&new.data, &new.index], log);
+                self.roll_back(&[&new.data, &new.index, &new.blobs], log);
             }
         }
         result

@@ -6,6 +6,7 @@
 mod util;
 
 mod backup;
+mod blobs;
 mod cli;
 mod compat;
 mod damage;
