@@ -98,22 +98,30 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             log.note(format_args!("Recovering file to stdout"));
             let stdout = io::stdout();
             let mut lock = stdout.lock();
-            let mut w = io::BufWriter::with_capacity(buf::CHUNK, &mut lock);
-            let r = concat(
-                &chain,
-                opts.with_verify.then_some(&sums),
-                Dest::Stream(&mut w, Path::new("<stdout>")),
-                log,
-            )?;
-            w.flush().map_err(|e| match e.kind() {
-                io::ErrorKind::BrokenPipe => Error::BrokenPipe,
-                _ => Error::io("write", Path::new("<stdout>"), e),
-            })?;
-            drop(w);
-            lock.flush().map_err(|e| match e.kind() {
-                io::ErrorKind::BrokenPipe => Error::BrokenPipe,
-                _ => Error::io("write", Path::new("<stdout>"), e),
-            })?;
+            let sums = opts.with_verify.then_some(&sums);
+            let r = to_stream(&chain, sums, &mut lock, Path::new("<stdout>"), log)?;
+            Ok(Recovered { index: false, ..r })
+        }
+        // a device or a pipe (`-o /dev/null`): written into as a stream,
+        // as ZODB's repozo writes into it, never replaced by a file
+        Some(out) if is_special(out) => {
+            if opts.blob_dir.is_some() {
+                return Err(Error::Blobs(format!(
+                    "--blob-dir needs -o naming a file: {} is a device or a pipe",
+                    out.display()
+                )));
+            }
+            log.note(format_args!(
+                "Recovering file into {} (not a regular file: no {}.index)",
+                out.display(),
+                out.display()
+            ));
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .open(out)
+                .ctx("open", out)?;
+            let sums = opts.with_verify.then_some(&sums);
+            let r = to_stream(&chain, sums, &mut f, out, log)?;
             Ok(Recovered { index: false, ..r })
         }
         Some(out) => {
@@ -143,6 +151,33 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             Ok(r)
         }
     }
+}
+
+/// Whether `out` exists (following symbolic links) and is neither a
+/// regular file nor a directory: a character or block device, a pipe, a
+/// socket.
+fn is_special(out: &Path) -> bool {
+    fs::metadata(out).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Recover the chain into a stream, buffered, flushed at the end.
+fn to_stream(
+    chain: &Resolved,
+    sums: Option<&Sums>,
+    out: &mut dyn Write,
+    name: &Path,
+    log: &Log,
+) -> Result<Recovered> {
+    let write_err = |e: io::Error| match e.kind() {
+        io::ErrorKind::BrokenPipe => Error::BrokenPipe,
+        _ => Error::io("write", name, e),
+    };
+    let mut w = io::BufWriter::with_capacity(buf::CHUNK, &mut *out);
+    let r = concat(chain, sums, Dest::Stream(&mut w, name), log)?;
+    w.flush().map_err(write_err)?;
+    drop(w);
+    out.flush().map_err(write_err)?;
+    Ok(r)
 }
 
 /// The chain's last `.index`, copied into a temporary file beside `out`,

@@ -63,3 +63,43 @@ fn failed_link_fallback_takes_the_data_file_back() {
         env.assert_recovers_source();
     }
 }
+
+/// `-o` naming a device or a pipe (`-o /dev/null`, a FIFO, a symbolic link
+/// to one) is written into as a stream, as ZODB's repozo writes into it; it
+/// was replaced by a regular file (a `.part` renamed over the device node).
+#[test]
+fn a_device_or_pipe_output_is_written_into_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let env = Env::with_db(41, 4);
+    env.backup(&[], T1);
+    let want = env.read("Data.fs");
+    let fifo = env.path("pipe");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("pipe", env.path("link")).unwrap();
+    for name in ["pipe", "link"] {
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        env.run(&["-R", "-r", "repo", "-o", name], LATE).ok();
+        assert_bytes(&reader.join().unwrap(), &want, name);
+        let meta = std::fs::symlink_metadata(env.path(name)).unwrap();
+        assert!(
+            meta.file_type().is_fifo() || meta.file_type().is_symlink(),
+            "{name} was replaced"
+        );
+        assert!(!env.exists(&format!("{name}.index")));
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // and never as a blob recovery's file
+    let o = env
+        .run(&["-R", "-r", "repo", "-o", "pipe", "--blob-dir=b"], LATE)
+        .fails();
+    assert!(
+        o.stderr_str().contains("is a device or a pipe"),
+        "{}",
+        o.describe()
+    );
+}
