@@ -133,7 +133,7 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
         Some(dir) => Some(BlobSource {
             layout: blob_layout(dir)?,
             dir: dir.clone(),
-            known: repo.known_blobs(&listing)?,
+            known: repo.known_blobs(&listing, log)?,
         }),
         None => None,
     };

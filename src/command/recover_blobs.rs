@@ -172,16 +172,11 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
         }
         Err(_) => return Err(refuse(format!("it has no {} file", blob::LAYOUT_MARKER))),
     }
+    // only revisions the store holds count as known: a file of a revision
+    // that was missing from the source when it was backed up exists
+    // nowhere else, so it is never removed
     let listing = repo.list()?;
-    let known = repo.known_blobs(&listing)?;
-    let mut missing_known: HashSet<(u64, u64)> = HashSet::new();
-    for s in listing.files.iter().map(|f| f.name.stamp) {
-        for b in repo.read_blob_list(s)?.into_iter().flat_map(|l| l.blobs) {
-            if b.file.is_none() {
-                missing_known.insert((b.oid, b.tid));
-            }
-        }
-    }
+    let known = repo.known_blobs(&listing, &Log::quiet())?;
     let mut files = HashSet::new();
     for entry in walkdir::WalkDir::new(dir).min_depth(1) {
         let entry = entry.map_err(|e| {
@@ -202,10 +197,7 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
             continue;
         }
         match blob_key(dir, layout, p) {
-            Some(k)
-                if entry.file_type().is_file()
-                    && (known.contains_key(&k) || missing_known.contains(&k)) =>
-            {
+            Some(k) if entry.file_type().is_file() && known.contains_key(&k) => {
                 files.insert(p.to_path_buf());
             }
             _ => return Err(refuse(format!("it holds {}", rel.display()))),

@@ -67,13 +67,22 @@ impl Repository {
     }
 
     /// Size and md5 of every revision the blob lists of `listing`'s data
-    /// files record.
-    pub fn known_blobs(&self, listing: &Listing) -> Result<Known> {
+    /// files record. A list that cannot be read is skipped with a warning
+    /// (its revisions then count as unknown: read again, never trusted).
+    pub fn known_blobs(&self, listing: &Listing, log: &Log) -> Result<Known> {
         let mut known = Known::new();
         let mut stamps: Vec<Stamp> = listing.files.iter().map(|f| f.name.stamp).collect();
         stamps.dedup();
         for s in stamps {
-            for b in self.read_blob_list(s)?.into_iter().flat_map(|l| l.blobs) {
+            let list = match self.read_blob_list(s) {
+                Ok(l) => l,
+                Err(e @ Error::BadBlobList { .. }) => {
+                    log.warn(format_args!("{e}"));
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            for b in list.into_iter().flat_map(|l| l.blobs) {
                 if let Some(f) = b.file {
                     known.insert((b.oid, b.tid), f);
                 }

@@ -176,6 +176,7 @@ fn a_missing_blob_file_is_a_warning_and_stays_missing() {
         .map(|e| e.unwrap().into_path())
         .find(|p| p.to_string_lossy().ends_with(&format!("{tid}.blob")))
         .unwrap();
+    let kept = std::fs::read(&rel).unwrap();
     std::fs::remove_file(&rel).unwrap();
     let o = env.backup(&["--blob-dir=blobs"], T1);
     let warn = o.stderr_str();
@@ -189,6 +190,21 @@ fn a_missing_blob_file_is_a_warning_and_stays_missing() {
     expected.remove(&gone);
     assert_eq!(files(&env, "ob"), expected);
     assert_eq!(files(&env, "ob"), files(&env, "blobs"));
+    // the file put back by hand into the recovered directory exists
+    // nowhere else: the next recovery refuses rather than remove it
+    let back = env
+        .path("ob")
+        .join(rel.strip_prefix(env.path("blobs")).unwrap());
+    std::fs::write(&back, &kept).unwrap();
+    let o = env
+        .run(&["-R", "-r", "repo", "-o", "out.fs", "--blob-dir=ob"], LATE)
+        .fails();
+    assert!(
+        o.stderr_str().contains("refusing to touch it"),
+        "{}",
+        o.describe()
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), kept);
 }
 
 #[test]
