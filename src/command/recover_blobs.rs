@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::blob::{self, Layout};
 use crate::io::durable::{self, TempFile};
 use crate::io::md5::{self, Md5};
-use crate::io::{copy, flush::Flusher, read};
+use crate::io::{copy, read};
 use crate::log::Log;
 use crate::repository::chains::Resolved;
 use crate::repository::Repository;
@@ -85,6 +85,7 @@ pub fn recover_blobs(
     let existing = existing.unwrap_or_default();
     let mut keys: Vec<_> = needed.keys().copied().collect();
     keys.sort();
+    let mut to_copy = Vec::new();
     for (oid, tid) in keys {
         let dest = dir.join(layout.revision_path(oid, tid));
         let Some((size, sum)) = needed[&(oid, tid)].clone() else {
@@ -98,11 +99,13 @@ pub fn recover_blobs(
         if existing.contains(&dest) && matches(&dest, size, &sum)? {
             continue;
         }
-        let stored = repo.stored_blob(oid, tid);
-        copy_checked(&stored, &dest, size, &sum)?;
         out.copied += 1;
         out.copied_bytes += size;
+        to_copy.push((repo.stored_blob(oid, tid), dest, size, sum));
     }
+    copy::each_in_parallel(&to_copy, |(stored, dest, size, sum)| {
+        copy_checked(stored, dest, *size, sum)
+    })?;
     for p in &existing {
         let wanted = blob_key(dir, layout, p).is_some_and(|k| needed.contains_key(&k));
         if !wanted && !out.stale.contains(p) {
@@ -243,29 +246,28 @@ fn matches(p: &Path, size: u64, sum: &str) -> Result<bool> {
 }
 
 /// Copy the stored revision into place at `dest` (through a temporary
-/// beside it), checking its size and md5 as it is copied.
+/// beside it, not synced: the caller syncs them all at once), checking its
+/// size and md5 as it is copied.
 fn copy_checked(stored: &Path, dest: &Path, size: u64, sum: &str) -> Result<()> {
-    let src = File::open(stored).map_err(|e| {
+    let damaged = |why: String| {
         Error::Blobs(format!(
-            "the stored blob revision {} cannot be read ({e}): the repository is damaged",
+            "the stored blob revision {} {why}: the repository is damaged",
             stored.display()
         ))
-    })?;
+    };
+    let src = File::open(stored).map_err(|e| damaged(format!("cannot be read ({e})")))?;
     let have = src.metadata().ctx("inspect", stored)?.len();
+    if have != size {
+        return Err(damaged(format!(
+            "has {have} bytes, its blob list says {size}"
+        )));
+    }
     let parent = dest.parent().expect("a blob file has a directory");
     std::fs::create_dir_all(parent).ctx("create", parent)?;
-    let mut tmp = TempFile::new_in(parent)?;
-    let tmp_path = tmp.path().to_path_buf();
-    let flusher = Flusher::new(tmp.file(), &tmp_path)?;
-    let out = copy::Out::new(tmp.file(), &tmp_path, &flusher);
-    let (got, _) = copy::copy_and_hash(&src, stored, 0, have, out, true)?;
-    flusher.finish()?;
-    if have != size || got.as_deref() != Some(sum) {
-        return Err(Error::Blobs(format!(
-            "the stored blob revision {} does not match its blob list (size {have}, expected \
-             {size}): the repository is damaged",
-            stored.display()
-        )));
+    let tmp = TempFile::new_in(parent)?;
+    let got = copy::copy_file_md5(&src, stored, have, tmp.as_file(), tmp.path())?;
+    if got != sum {
+        return Err(damaged(format!("has md5 {got}, its blob list says {sum}")));
     }
     tmp.rename_into(dest, true)
 }

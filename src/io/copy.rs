@@ -517,6 +517,81 @@ pub fn inflate_to_file(
     })
 }
 
+/// Copy the whole of the small file `src` (`len` bytes) into `out` on
+/// this thread, hashing it with md5 on the way; returns the md5 hex. For
+/// many small files (blob revisions), where a thread per file would cost
+/// more than the copy: callers spread files over cores with
+/// [`each_in_parallel`]. The file must hold `len` bytes.
+pub fn copy_file_md5(
+    src: &File,
+    src_path: &Path,
+    len: u64,
+    mut out: &File,
+    out_path: &Path,
+) -> Result<String> {
+    let mut md5 = Md5::new();
+    let mut buf = AlignedBuf::new((len as usize).clamp(1, CHUNK));
+    let mut pos = 0u64;
+    while pos < len {
+        let want = ((len - pos) as usize).min(buf.len());
+        let n =
+            read_full_at(src, &mut buf[..want], pos).map_err(|e| Error::io("read", src_path, e))?;
+        if n == 0 {
+            return Err(Error::io("read", src_path, ended_before(pos, len)));
+        }
+        md5.update(&buf[..n]);
+        crate::progress::read(n as u64);
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", out_path, e))?;
+        crate::progress::written(n as u64);
+        pos += n as u64;
+    }
+    Ok(hex(&md5.finalize()))
+}
+
+/// Threads for [`each_in_parallel`].
+const WORKERS: usize = 2;
+
+/// `f` of every item, on [`WORKERS`] threads, results in the items' order;
+/// the first error (in order) wins, and the workers stop taking items once
+/// one fails.
+pub fn each_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items.len() || failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let r = f(&items[i]);
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    // an item is left unrun only after another failed: that error is
+    // returned, so the values are complete whenever there is none
+    let mut out = Vec::with_capacity(items.len());
+    for r in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match r {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,5 +695,43 @@ mod tests {
             let r = copy_and_hash(&src, &sp, 0, data.len() as u64 + 1, out, want_md5);
             assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
         }
+    }
+
+    #[test]
+    fn small_files_copy_with_their_md5_and_in_parallel_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let items: Vec<usize> = (0..40).map(|i| i * 977 % 5000).collect();
+        let sums = each_in_parallel(&items, |&n| {
+            let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            let src_path = dir.path().join(format!("s{n}"));
+            std::fs::write(&src_path, &data).unwrap();
+            let out_path = dir.path().join(format!("o{n}"));
+            let out = File::create(&out_path).unwrap();
+            let sum = copy_file_md5(
+                &File::open(&src_path).unwrap(),
+                &src_path,
+                n as u64,
+                &out,
+                &out_path,
+            )?;
+            assert_eq!(std::fs::read(&out_path).unwrap(), data);
+            Ok((n, sum == hex(&Md5::digest(&data))))
+        })
+        .unwrap();
+        assert_eq!(sums, items.iter().map(|&n| (n, true)).collect::<Vec<_>>());
+        // the first failure in order is the error; a short source is one
+        let r = each_in_parallel(&items, |&n| {
+            if n % 3 == 1 {
+                Err(Error::BrokenPipe)
+            } else {
+                Ok(n)
+            }
+        });
+        assert!(matches!(r, Err(Error::BrokenPipe)));
+        let p = dir.path().join("short");
+        std::fs::write(&p, b"abc").unwrap();
+        let out = File::create(dir.path().join("o")).unwrap();
+        let r = copy_file_md5(&File::open(&p).unwrap(), &p, 10, &out, &p);
+        assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
     }
 }

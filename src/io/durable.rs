@@ -91,6 +91,11 @@ impl TempFile {
         &self.path
     }
 
+    /// The open file, to write through `&File`.
+    pub fn as_file(&self) -> &File {
+        self.file.as_ref().expect("file present until publish")
+    }
+
     /// The open file.
     pub fn file(&mut self) -> &mut File {
         self.file.as_mut().expect("file present until publish")

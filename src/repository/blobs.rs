@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -20,7 +19,7 @@ use crate::format::filestorage::BlobRecord;
 use crate::format::stamp::Stamp;
 use crate::io::durable::{self, TempFile};
 use crate::io::md5::{self, Md5};
-use crate::io::read;
+use crate::io::{copy, read};
 use crate::log::Log;
 use crate::repository::chains::Listing;
 use crate::repository::Repository;
@@ -104,11 +103,18 @@ impl Repository {
         known: &Known,
         log: &Log,
     ) -> Result<BlobList> {
+        // first what each revision needs, then the copies, on two cores
         let mut blobs = Vec::with_capacity(records.len());
-        let mut pending: Vec<(TempFile, PathBuf)> = Vec::new();
-        let mut pending_bytes = 0u64;
-        let (mut copied, mut copied_bytes) = (0u64, 0u64);
+        let mut to_copy: Vec<(usize, PathBuf, PathBuf, u64)> = Vec::new();
+        let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
         for r in records {
+            if let Some(&i) = seen.get(&(r.oid, r.tid)) {
+                // listed twice in the range: the same file
+                let b: &ListedBlob = &blobs[i];
+                blobs.push(b.clone());
+                continue;
+            }
+            seen.insert((r.oid, r.tid), blobs.len());
             let src = blob_dir.join(layout.revision_path(r.oid, r.tid));
             let stored = self.stored_blob(r.oid, r.tid);
             let src_len = match std::fs::metadata(&src) {
@@ -142,23 +148,9 @@ impl Repository {
                     ));
                     None
                 }
-                (None, Some(_)) => {
-                    if pending.iter().any(|(_, d)| *d == stored) {
-                        // listed twice in the range: already on its way
-                        blobs.push(blobs_entry(&blobs, r));
-                        continue;
-                    }
-                    let mut tmp = self.new_file()?;
-                    let (len, sum) = copy_blob(&src, &mut tmp)?;
-                    pending.push((tmp, stored));
-                    pending_bytes += len;
-                    copied += 1;
-                    copied_bytes += len;
-                    if pending_bytes >= BATCH_BYTES {
-                        self.settle(std::mem::take(&mut pending))?;
-                        pending_bytes = 0;
-                    }
-                    Some((len, sum))
+                (None, Some(len)) => {
+                    to_copy.push((blobs.len(), src, stored, len));
+                    None // filled in below
                 }
             };
             blobs.push(ListedBlob {
@@ -167,7 +159,38 @@ impl Repository {
                 file,
             });
         }
-        self.settle(pending)?;
+        let (copied, copied_bytes) = (to_copy.len(), to_copy.iter().map(|c| c.3).sum::<u64>());
+        // in batches of about BATCH_BYTES, each made durable at once
+        let mut rest = &to_copy[..];
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0u64;
+            while n < rest.len() && (n == 0 || bytes < BATCH_BYTES) {
+                bytes += rest[n].3;
+                n += 1;
+            }
+            let (batch, later) = rest.split_at(n);
+            rest = later;
+            let done = copy::each_in_parallel(batch, |(_, src, _, _)| {
+                let tmp = self.new_file()?;
+                let (len, sum) = copy_blob(src, &tmp)?;
+                Ok((tmp, len, sum))
+            })?;
+            let mut pending = Vec::with_capacity(done.len());
+            for ((i, _, stored, _), (tmp, len, sum)) in batch.iter().zip(done) {
+                blobs[*i].file = Some((len, sum));
+                pending.push((tmp, stored.clone()));
+            }
+            self.settle(pending)?;
+        }
+        // a revision listed twice copies its entry from the first
+        for i in 0..blobs.len() {
+            let key = (blobs[i].oid, blobs[i].tid);
+            let first = seen[&key];
+            if first != i {
+                blobs[i].file = blobs[first].file.clone();
+            }
+        }
         log.note(format_args!(
             "blobs: {} revision(s) in the range, {copied} new ({copied_bytes} bytes copied)",
             blobs.len()
@@ -191,38 +214,13 @@ impl Repository {
     }
 }
 
-/// The entry of a revision listed earlier in `blobs`.
-fn blobs_entry(blobs: &[ListedBlob], r: &BlobRecord) -> ListedBlob {
-    blobs
-        .iter()
-        .find(|b| b.oid == r.oid && b.tid == r.tid)
-        .cloned()
-        .expect("listed before")
-}
-
-/// Copy the blob file `src` into `tmp` (not synced) in one pass; returns
-/// its size and md5.
-fn copy_blob(src: &Path, tmp: &mut TempFile) -> Result<(u64, String)> {
+/// Copy the blob file `src` into `tmp` (not synced); returns its size and
+/// md5.
+fn copy_blob(src: &Path, tmp: &TempFile) -> Result<(u64, String)> {
     let f = File::open(src).ctx("open", src)?;
     let len = f.metadata().ctx("stat", src)?.len();
-    let tmp_path = tmp.path().to_path_buf();
-    let mut out: &File = tmp.file();
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; (len as usize).clamp(1, crate::io::buf::CHUNK)];
-    let mut pos = 0u64;
-    while pos < len {
-        let want = ((len - pos) as usize).min(buf.len());
-        let n = read::read_full_at(&f, &mut buf[..want], pos).ctx("read", src)?;
-        if n == 0 {
-            return Err(Error::io("read", src, read::ended_before(pos, len)));
-        }
-        md5.update(&buf[..n]);
-        crate::progress::read(n as u64);
-        out.write_all(&buf[..n]).ctx("write", &tmp_path)?;
-        crate::progress::written(n as u64);
-        pos += n as u64;
-    }
-    Ok((len, md5::hex(&md5.finalize())))
+    let sum = copy::copy_file_md5(&f, src, len, tmp.as_file(), tmp.path())?;
+    Ok((len, sum))
 }
 
 /// The md5 of a file.
