@@ -96,14 +96,23 @@ pub fn recover_blobs(
             continue;
         };
         out.needed += 1;
-        if existing.contains(&dest) && matches(&dest, size, &sum)? {
-            continue;
-        }
-        out.copied += 1;
-        out.copied_bytes += size;
-        to_copy.push((repo.stored_blob(oid, tid), dest, size, sum));
+        let there = existing.contains(&dest);
+        to_copy.push((repo.stored_blob(oid, tid), dest, size, sum, there));
     }
-    copy::each_in_parallel(&to_copy, |(stored, dest, size, sum)| {
+    // what an earlier recovery left is read again (two cores): a file
+    // whose bytes are right stays, any other is copied again
+    let right = copy::each_in_parallel(&to_copy, |(_, dest, size, sum, there)| {
+        Ok(*there && matches(dest, *size, sum)?)
+    })?;
+    let to_copy: Vec<_> = to_copy
+        .into_iter()
+        .zip(right)
+        .filter(|(_, right)| !right)
+        .map(|(c, _)| c)
+        .collect();
+    out.copied = to_copy.len() as u64;
+    out.copied_bytes = to_copy.iter().map(|c| c.2).sum();
+    copy::each_in_parallel(&to_copy, |(stored, dest, size, sum, _)| {
         copy_checked(stored, dest, *size, sum)
     })?;
     for p in &existing {
