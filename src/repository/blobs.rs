@@ -99,6 +99,8 @@ impl Repository {
         let mut pending: Vec<(TempFile, PathBuf)> = Vec::new();
         let mut pending_bytes = 0u64;
         let (mut copied, mut copied_bytes) = (0u64, 0u64);
+        // a stored revision that no committed list names was reused
+        let mut unlisted = false;
         for r in records {
             let src = blob_dir.join(layout.revision_path(r.oid, r.tid));
             let stored = self.stored_blob(r.oid, r.tid);
@@ -119,8 +121,13 @@ impl Repository {
                     }
                     match known.get(&(r.oid, r.tid)) {
                         Some((size, sum)) if *size == have => Some((have, sum.clone())),
-                        // stored by a run that did not commit: its md5
-                        _ => Some((have, md5_of(&stored)?)),
+                        // stored by a run that did not commit: its md5; that
+                        // run may have been killed before the syncfs that
+                        // makes its renames durable
+                        _ => {
+                            unlisted = true;
+                            Some((have, md5_of(&stored)?))
+                        }
                     }
                 }
                 (None, None) => {
@@ -157,6 +164,10 @@ impl Repository {
                 tid: r.tid,
                 file,
             });
+        }
+        if pending.is_empty() && unlisted {
+            // durable before a list names them (settle syncs otherwise)
+            durable::sync_fs(self.dir())?;
         }
         self.settle(pending)?;
         log.note(format_args!(

@@ -140,3 +140,42 @@ fn absurd_sizes_in_a_blob_list_never_overflow() {
     let o = env.run(&["-V", "-r", "repo"], LATE).fails();
     assert!(o.stderr_str().contains("is missing"), "{}", o.describe());
 }
+
+/// A backup killed after renaming its new revisions into the store but
+/// before the `syncfs` that makes the renames durable left them in the
+/// store, named by no list. The next backup reused them and, having
+/// nothing new to copy, published its blob list without any `syncfs`: a
+/// power loss could then leave a committed list naming revisions that
+/// are not in the store. A `syncfs` now comes before the list is
+/// published (repro-blobs/08).
+#[test]
+fn revisions_left_by_a_killed_backup_are_made_durable_before_a_list_names_them() {
+    if !have_strace() {
+        return;
+    }
+    let env = Env::new();
+    write(&env, 1, 6);
+    let mut cmd = Command::new("strace");
+    cmd.current_dir(env.root())
+        .env("REPOZO_TEST_NOW", T1)
+        .args(["-f", "-o", "/dev/null", "-e"])
+        .arg("inject=syncfs:signal=KILL:when=2")
+        .arg(BIN)
+        .args(["-B", "-r", "repo", "-f", "Data.fs", "--blob-dir=blobs"]);
+    exec(cmd);
+    assert!(env.path("repo/blobs").is_dir(), "{:?}", env.repo_names());
+    assert!(!env.exists(&format!("repo/{T1}.blobs")));
+    let mut cmd = Command::new("strace");
+    cmd.current_dir(env.root())
+        .env("REPOZO_TEST_NOW", T2)
+        .args(["-f", "-o", "trace", "-e", "trace=syncfs,rename"])
+        .arg(BIN)
+        .args(["-B", "-r", "repo", "-f", "Data.fs", "--blob-dir=blobs"]);
+    exec(cmd).ok();
+    let trace = String::from_utf8(env.read("trace")).unwrap();
+    let list = trace
+        .find(&format!("{T2}.blobs\""))
+        .expect("the list is renamed into place");
+    assert!(trace[..list].contains("syncfs("), "{trace}");
+    env.run(&["-V", "-r", "repo"], LATE).ok();
+}
