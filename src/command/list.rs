@@ -99,7 +99,11 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
                     .filter_map(|b| b.file.as_ref())
                     .map(|f| f.0)
                     .collect();
-                Some((sizes.len() as u64, sizes.iter().sum()))
+                // a damaged list may name absurd sizes: never an overflow
+                Some((
+                    sizes.len() as u64,
+                    sizes.iter().fold(0u64, |a, &b| a.saturating_add(b)),
+                ))
             }
             _ => None,
         };

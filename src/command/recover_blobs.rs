@@ -170,7 +170,7 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
         Ok(m) if !m.is_dir() => return Err(refuse("not a directory".into())),
         Ok(_) => {}
     }
-    if std::fs::read_dir(dir).ctx("list", dir)?.next().is_none() {
+    if only_a_start(dir)? {
         return Ok(None);
     }
     match std::fs::read(dir.join(blob::LAYOUT_MARKER)) {
@@ -216,6 +216,32 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
         }
     }
     Ok(Some(files))
+}
+
+/// Whether `dir` is empty but for what a first recovery into it that
+/// stopped before its `.layout` was in place leaves: an empty `tmp/` and
+/// our temporaries (removed here). Such a directory is started afresh.
+fn only_a_start(dir: &Path) -> Result<bool> {
+    let mut ours = Vec::new();
+    for e in std::fs::read_dir(dir).ctx("list", dir)? {
+        let e = e.ctx("list", dir)?;
+        let p = e.path();
+        let kind = e.file_type().ctx("inspect", &p)?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if kind.is_file() && name.starts_with(TEMP_PREFIX) {
+            ours.push(p);
+        } else if !(kind.is_dir()
+            && name == "tmp"
+            && std::fs::read_dir(&p).ctx("list", &p)?.next().is_none())
+        {
+            return Ok(false);
+        }
+    }
+    for p in ours {
+        std::fs::remove_file(&p).ctx("remove", &p)?;
+    }
+    Ok(true)
 }
 
 /// The oid and tid of a blob file at `p` in `dir` laid out as `layout`,

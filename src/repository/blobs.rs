@@ -107,6 +107,8 @@ impl Repository {
         let mut blobs = Vec::with_capacity(records.len());
         let mut to_copy: Vec<(usize, PathBuf, PathBuf, u64)> = Vec::new();
         let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
+        // a stored revision that no committed list names was reused
+        let mut unlisted = false;
         for r in records {
             if let Some(&i) = seen.get(&(r.oid, r.tid)) {
                 // listed twice in the range: the same file
@@ -134,8 +136,13 @@ impl Repository {
                     }
                     match known.get(&(r.oid, r.tid)) {
                         Some((size, sum)) if *size == have => Some((have, sum.clone())),
-                        // stored by a run that did not commit: its md5
-                        _ => Some((have, md5_of(&stored)?)),
+                        // stored by a run that did not commit: its md5; that
+                        // run may have been killed before the syncfs that
+                        // makes its renames durable
+                        _ => {
+                            unlisted = true;
+                            Some((have, md5_of(&stored)?))
+                        }
                     }
                 }
                 (None, None) => {
@@ -160,6 +167,10 @@ impl Repository {
             });
         }
         let (copied, copied_bytes) = (to_copy.len(), to_copy.iter().map(|c| c.3).sum::<u64>());
+        if to_copy.is_empty() && unlisted {
+            // durable before a list names them (each batch syncs otherwise)
+            durable::sync_fs(self.dir())?;
+        }
         // in batches of about BATCH_BYTES, each made durable at once
         let mut rest = &to_copy[..];
         while !rest.is_empty() {

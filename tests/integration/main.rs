@@ -18,6 +18,7 @@ mod paths;
 mod recover;
 mod reliability;
 mod review_backup;
+mod review_blobs;
 mod review_chains;
 mod review_layers;
 mod review_misc;
