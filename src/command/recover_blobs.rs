@@ -40,6 +40,9 @@ pub struct BlobsRecovered {
     /// removed by [`finish`] once the `Data.fs` is in place.
     stale: Vec<PathBuf>,
     dir: PathBuf,
+    /// The marker's header and the revisions the new state has in DIR,
+    /// written as the marker once the stale files are gone.
+    marker: (String, Vec<(u64, u64)>),
 }
 
 /// Put into `dir` every blob revision the chain's files refer to, checked
@@ -69,7 +72,8 @@ pub fn recover_blobs(
     }
     let layout = layout.expect("a chain is never empty");
     // what DIR holds
-    let existing = examine(repo, dir, layout)?;
+    let header = marker_header(repo);
+    let existing = examine(repo, dir, layout, &header)?;
     let mut out = BlobsRecovered {
         dir: dir.to_path_buf(),
         ..BlobsRecovered::default()
@@ -112,6 +116,23 @@ pub fn recover_blobs(
         .collect();
     out.copied = to_copy.len() as u64;
     out.copied_bytes = to_copy.iter().map(|c| c.2).sum();
+    // before anything is copied, the marker names every revision DIR may
+    // hold until this run is done: what is there and what comes
+    let mut after: Vec<(u64, u64)> = needed
+        .iter()
+        .filter(|(_, f)| f.is_some())
+        .map(|(k, _)| *k)
+        .collect();
+    after.sort();
+    let mut during: Vec<(u64, u64)> = existing
+        .iter()
+        .filter_map(|p| blob_key(dir, layout, p))
+        .chain(after.iter().copied())
+        .collect();
+    during.sort();
+    during.dedup();
+    write_marker(dir, &header, &during)?;
+    out.marker = (header, after);
     copy::each_in_parallel(&to_copy, |(stored, dest, size, sum, _)| {
         copy_checked(stored, dest, *size, sum)
     })?;
@@ -149,14 +170,61 @@ pub fn finish(done: BlobsRecovered, log: &Log) -> Result<()> {
     if !done.stale.is_empty() {
         durable::sync_fs(&done.dir)?;
     }
-    Ok(())
+    write_marker(&done.dir, &done.marker.0, &done.marker.1)
+}
+
+/// The file in DIR naming the revisions recoveries from this repository
+/// put there, so that they are recognised (and may be removed) even after
+/// the repository stopped keeping them (`--keep`, `-k`).
+const MARKER: &str = ".repozo-recovered";
+
+/// The marker's first line: ours, and which repository (its absolute
+/// path; a directory recovered from another repository is not ours).
+fn marker_header(repo: &Repository) -> String {
+    let abs = std::fs::canonicalize(repo.dir()).unwrap_or_else(|_| repo.dir().to_path_buf());
+    format!(
+        "repozo-recovered 1 {}",
+        crate::log::one_line(&abs.to_string_lossy())
+    )
+}
+
+/// The revisions the marker in `dir` names, when it was written by
+/// recoveries from the repository of `header`; empty otherwise.
+fn read_marker(dir: &Path, header: &str) -> HashSet<(u64, u64)> {
+    let Ok(text) = std::fs::read_to_string(dir.join(MARKER)) else {
+        return HashSet::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(header) {
+        return HashSet::new();
+    }
+    lines
+        .filter_map(|l| {
+            let (o, t) = l.split_once(' ')?;
+            Some((blob::parse_repr(o)?, blob::parse_repr(t)?))
+        })
+        .collect()
+}
+
+/// Write the marker durably.
+fn write_marker(dir: &Path, header: &str, revisions: &[(u64, u64)]) -> Result<()> {
+    let mut s = format!("{header}\n");
+    for (o, t) in revisions {
+        s.push_str(&format!("{} {}\n", blob::repr(*o), blob::repr(*t)));
+    }
+    durable::write_file(dir, &dir.join(MARKER), s.as_bytes())
 }
 
 /// The blob files in `dir`: `None` when `dir` is absent or empty (to be
 /// created); an error when it holds anything but `.layout` (naming
 /// `layout`), `tmp/`, our temporaries, and blob files of revisions this
 /// repository knows. Our stale temporaries are removed.
-fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashSet<PathBuf>>> {
+fn examine(
+    repo: &Repository,
+    dir: &Path,
+    layout: Layout,
+    header: &str,
+) -> Result<Option<HashSet<PathBuf>>> {
     let refuse = |what: String| {
         Error::Blobs(format!(
             "{} is not empty and not an earlier recovery of this repository ({what}): \
@@ -189,6 +257,8 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
     // nowhere else, so it is never removed
     let listing = repo.list()?;
     let known = repo.known_blobs(&listing, &Log::quiet())?;
+    // and revisions an earlier recovery from this repository put there
+    let ours = read_marker(dir, header);
     let mut files = HashSet::new();
     for entry in walkdir::WalkDir::new(dir).min_depth(1) {
         let entry = entry.map_err(|e| {
@@ -197,7 +267,10 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
         })?;
         let p = entry.path();
         let rel = p.strip_prefix(dir).expect("below dir");
-        if rel == Path::new(blob::LAYOUT_MARKER) || rel.starts_with("tmp") {
+        if rel == Path::new(blob::LAYOUT_MARKER)
+            || rel == Path::new(MARKER)
+            || rel.starts_with("tmp")
+        {
             continue;
         }
         let name = entry.file_name().to_string_lossy();
@@ -209,7 +282,9 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
             continue;
         }
         match blob_key(dir, layout, p) {
-            Some(k) if entry.file_type().is_file() && known.contains_key(&k) => {
+            Some(k)
+                if entry.file_type().is_file() && (known.contains_key(&k) || ours.contains(&k)) =>
+            {
                 files.insert(p.to_path_buf());
             }
             _ => return Err(refuse(format!("it holds {}", rel.display()))),

@@ -373,3 +373,37 @@ fn retention_removes_the_revisions_no_chain_refers_to() {
         .collect();
     assert_eq!(lists, [format!("{T6}.blobs")], "{:?}", env.repo_names());
 }
+
+/// A warm standby refreshed every night keeps working when `--keep` (or
+/// `-k`) drops the chain it was recovered from and the revisions only that
+/// chain had: the recovery's marker (`.repozo-recovered`) names what it put
+/// there, so those files are recognised and removed, not refused.
+#[test]
+fn a_standby_follows_after_the_chain_it_came_from_is_removed() {
+    let env = Env::new();
+    write(&env, 41, 10, &[]);
+    env.backup(&["--blob-dir=blobs"], T1);
+    env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
+        .ok();
+    write(&env, 42, 10, &[]);
+    blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
+    env.backup(&["--keep=1", "--blob-dir=blobs"], T2);
+    assert!(!env.exists(&format!("repo/{T1}.fs")), "{:?}", env.repo_names());
+    let now = save(&env, T2);
+    env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
+        .ok();
+    assert_eq!(files(&env, "sb"), now.files);
+    assert_eq!(dump(&env, "sb.fs", "sb"), now.blobs);
+    // a file the recoveries did not put there is still refused
+    let extra = walkdir::WalkDir::new(env.path("blobs"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.extension().is_some_and(|x| x == "blob"))
+        .unwrap();
+    let rel = extra.strip_prefix(env.path("blobs")).unwrap();
+    let fake = env.path("sb").join(rel).with_file_name("0x0000000000000001.blob");
+    std::fs::write(&fake, b"put there by hand").unwrap();
+    env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
+        .fails();
+    assert!(fake.exists());
+}
