@@ -84,6 +84,7 @@ enum Reason {
     BrokenChain,
     Shrunk,
     Changed,
+    NoBlobs,
 }
 
 impl Reason {
@@ -95,6 +96,10 @@ impl Reason {
             Reason::BrokenChain => "starting a new chain (full backup)",
             Reason::Shrunk => "file shrunk, possibly because of a pack (full backup)",
             Reason::Changed => "file changed, possibly because of a pack (full backup)",
+            Reason::NoBlobs => {
+                "the chain has backups without blobs (made without --blob-dir): \
+                 a full backup starts a chain whose blobs recover"
+            }
         }
     }
 }
@@ -165,6 +170,16 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
             Err(e) => return Err(e),
             Ok(None) => Err(Reason::NoChain),
             Ok(Some(r)) if !r.has_dat => Err(Reason::MissingDat),
+            // with --blob-dir, a chain whose backups do not all list their
+            // blobs could never recover them: start one that can
+            Ok(Some(r))
+                if blobs.is_some()
+                    && r.files
+                        .iter()
+                        .any(|c| !repo.blob_list_path(c.file.name.stamp).exists()) =>
+            {
+                Err(Reason::NoBlobs)
+            }
             Ok(Some(r)) => {
                 // The last range that holds bytes: an empty increment
                 // (ZODB's repozo writes them) has an md5 that matches any

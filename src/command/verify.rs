@@ -203,6 +203,23 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         .filter_map(|l| DataName::parse(&l.name).map(|n| n.stamp))
         .collect();
     let (blob_bad, blobs, blob_bytes) = repo.check_blobs(&stamps, opts.quick);
+    // a chain whose backups list their blobs must list them all: one
+    // without could not recover the blobs of its range
+    let listed: Vec<bool> = stamps
+        .iter()
+        .map(|s| repo.blob_list_path(*s).exists())
+        .collect();
+    if listed.contains(&true) {
+        for (s, l) in stamps.iter().zip(&listed) {
+            if !l {
+                bad.push(format!(
+                    "{} is missing: the backup {s} was made without --blob-dir, so its \
+                     blobs cannot be recovered",
+                    repo.blob_list_path(*s).display()
+                ));
+            }
+        }
+    }
     if blobs > 0 {
         log.note(format_args!(
             "Verified {blobs} blob revision(s), {blob_bytes} bytes"

@@ -388,7 +388,11 @@ fn a_standby_follows_after_the_chain_it_came_from_is_removed() {
     write(&env, 42, 10, &[]);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
     env.backup(&["--keep=1", "--blob-dir=blobs"], T2);
-    assert!(!env.exists(&format!("repo/{T1}.fs")), "{:?}", env.repo_names());
+    assert!(
+        !env.exists(&format!("repo/{T1}.fs")),
+        "{:?}",
+        env.repo_names()
+    );
     let now = save(&env, T2);
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .ok();
@@ -401,9 +405,42 @@ fn a_standby_follows_after_the_chain_it_came_from_is_removed() {
         .find(|p| p.extension().is_some_and(|x| x == "blob"))
         .unwrap();
     let rel = extra.strip_prefix(env.path("blobs")).unwrap();
-    let fake = env.path("sb").join(rel).with_file_name("0x0000000000000001.blob");
+    let fake = env
+        .path("sb")
+        .join(rel)
+        .with_file_name("0x0000000000000001.blob");
     std::fs::write(&fake, b"put there by hand").unwrap();
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .fails();
     assert!(fake.exists());
+}
+
+/// A chain with a backup made without `--blob-dir` (or by ZODB's repozo)
+/// cannot recover its blobs: `-V` says so, and the next `-B --blob-dir`
+/// starts a new chain that can, instead of extending it.
+#[test]
+fn a_chain_with_a_backup_without_blobs_is_not_extended_with_blobs() {
+    let env = Env::new();
+    write(&env, 51, 6, &[]);
+    env.backup(&["--blob-dir=blobs"], T1);
+    write(&env, 52, 4, &[]);
+    env.backup(&[], T2);
+    let o = env.run(&["-V", "-r", "repo"], LATE).fails();
+    assert!(
+        o.stderr_str()
+            .contains(&format!("the backup {T2} was made without --blob-dir")),
+        "{}",
+        o.describe()
+    );
+    write(&env, 53, 4, &[]);
+    let o = env.backup(&["-v", "--blob-dir=blobs"], T3);
+    assert!(
+        o.stderr_str().contains("a full backup starts a chain"),
+        "{}",
+        o.describe()
+    );
+    assert!(env.exists(&format!("repo/{T3}.fs")));
+    env.run(&["-V", "-r", "repo"], LATE).ok();
+    let saved = vec![save(&env, T3)];
+    check_recoveries(&env, &saved);
 }
