@@ -170,6 +170,7 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
                 layout.name()
             )))
         }
+        Err(_) if only_a_beginning(dir)? => return Ok(None),
         Err(_) => return Err(refuse(format!("it has no {} file", blob::LAYOUT_MARKER))),
     }
     let listing = repo.list()?;
@@ -212,6 +213,36 @@ fn examine(repo: &Repository, dir: &Path, layout: Layout) -> Result<Option<HashS
         }
     }
     Ok(Some(files))
+}
+
+/// Whether `dir` (without a `.layout`) holds only what a recovery killed
+/// while creating it leaves: an empty `tmp/` and our temporary `.layout`.
+/// Then the temporaries are removed and `dir` is created again.
+fn only_a_beginning(dir: &Path) -> Result<bool> {
+    let mut ours = Vec::new();
+    for e in std::fs::read_dir(dir).ctx("list", dir)? {
+        let e = e.ctx("list", dir)?;
+        let ty = e.file_type().ctx("inspect", &e.path())?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == "tmp" && ty.is_dir() {
+            if std::fs::read_dir(e.path())
+                .ctx("list", &e.path())?
+                .next()
+                .is_some()
+            {
+                return Ok(false);
+            }
+        } else if name.starts_with(TEMP_PREFIX) && ty.is_file() {
+            ours.push(e.path());
+        } else {
+            return Ok(false);
+        }
+    }
+    for p in ours {
+        std::fs::remove_file(&p).ctx("remove", &p)?;
+    }
+    Ok(true)
 }
 
 /// The oid and tid of a blob file at `p` in `dir` laid out as `layout`,
