@@ -185,3 +185,111 @@ fn a_full_backup_killed_after_its_data_file_is_published_still_recovers_with_blo
     .ok();
     env.run(&["-V", "-r", "repo"], LATE).ok();
 }
+
+/// The chain a `--keep` run removes, after it failed midway (its full
+/// backup and `.dat` gone, an increment, its `.index` and blob list left):
+/// the warning said "the next run tries again", but with no more full
+/// backups than kept the next run removed nothing, forever.
+#[test]
+fn keep_finishes_the_removal_of_a_chain_it_left_half_removed() {
+    let env = Env::new();
+    let b = ["--blob-dir", "blobs"];
+    write(&env, 1, 6);
+    env.backup(&b, T1);
+    write(&env, 2, 4);
+    env.backup(&b, T2);
+    blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
+    write(&env, 3, 3);
+    env.backup(&["-F", "--blob-dir", "blobs"], T3);
+    let want = dump(&env, "Data.fs", "blobs");
+    // what a --keep=1 that failed at the increment leaves
+    for ext in ["fs", "dat", "index", "blobs"] {
+        std::fs::remove_file(env.repo().join(format!("{T1}.{ext}"))).unwrap();
+    }
+    env.run(
+        &[
+            "-B",
+            "--keep=1",
+            "-r",
+            "repo",
+            "-f",
+            "Data.fs",
+            "--blob-dir",
+            "blobs",
+        ],
+        T4,
+    )
+    .ok();
+    for ext in ["deltafs", "index", "blobs"] {
+        let p = env.repo().join(format!("{T2}.{ext}"));
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    env.run(&["-V", "-r", "repo"], LATE).ok();
+    env.run(
+        &[
+            "-R",
+            "-r",
+            "repo",
+            "-o",
+            "out.fs",
+            "--blob-dir",
+            "out.blobs",
+        ],
+        LATE,
+    )
+    .ok();
+    assert_eq!(dump(&env, "out.fs", "out.blobs"), want);
+}
+
+/// An error inspecting the blob store after a committed backup skipped the
+/// removal of unused revisions without a word (`exists()` is false on an
+/// error); it is now a warning, and the next backup removes them.
+#[test]
+fn an_error_on_the_blob_store_in_the_cleanup_is_a_warning() {
+    let env = Env::new();
+    let b = ["--blob-dir", "blobs"];
+    write(&env, 1, 6);
+    env.backup(&b, T1);
+    blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
+    write(&env, 2, 3);
+    let args = [
+        "-B",
+        "--keep=1",
+        "-r",
+        "repo",
+        "-f",
+        "Data.fs",
+        "--blob-dir",
+        "blobs",
+    ];
+    copy_dir(&env.repo(), &env.path("repo.orig"));
+    let log = env.path("calls.log");
+    inject(&env, &args, T2, None, Some(&log)).ok();
+    let calls = std::fs::read_to_string(&log).unwrap();
+    // the first look at the store after the commit (the `.dat`): where the
+    // removal of unused revisions starts
+    let calls: Vec<Vec<&str>> = calls.lines().map(|l| l.split('\t').collect()).collect();
+    let commit = calls
+        .iter()
+        .rposition(|c| c[3] == "1" && c[5].contains(".dat"))
+        .expect("the commit");
+    let last = calls[commit..]
+        .iter()
+        .find(|c| c[5].ends_with("(repo/blobs)"))
+        .expect("a look at the store");
+    copy_dir(&env.path("repo.orig"), &env.repo());
+    let fault = format!("EIO:{}:{}", last[0], last[1]);
+    let out = inject(&env, &args, T2, Some(&fault), None).ok();
+    assert!(
+        out.stderr_str()
+            .contains("removing unused blob revisions failed"),
+        "no warning: {}",
+        out.describe()
+    );
+    env.run(
+        &["-B", "-r", "repo", "-f", "Data.fs", "--blob-dir", "blobs"],
+        T3,
+    )
+    .ok();
+    assert!(!env.repo().join(format!("{T1}.blobs")).exists());
+}
