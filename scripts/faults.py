@@ -1314,6 +1314,11 @@ def judge_failed_backup(t, start):
     if now == start:
         return
     state, report = check_old_or_new(t, 'after the error')
+    if report == 'no files' and state == 'old':
+        # into an empty repository: only stored blob revisions (no list
+        # names them) may be left; nothing recovers
+        t.notes.append('changed but still empty: ' + snap_diff(start, now))
+        return
     phase = phase_of(w, t.scen, f) if f.syscall in SYSCALL_NAMES else 'work'
     if state == 'new' and phase == 'cleanup':
         t.notes.append('complete backup, then a -k cleanup error')
