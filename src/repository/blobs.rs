@@ -362,8 +362,10 @@ impl Repository {
 
     fn try_collect_blobs(&self, log: &Log) -> Result<u64> {
         let store = self.path(STORE);
-        if !store.exists() {
-            return Ok(0);
+        match std::fs::symlink_metadata(&store) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io("inspect", &store, e)),
+            Ok(_) => {}
         }
         let listing = self.list()?;
         let live: std::collections::HashSet<Stamp> =

@@ -49,8 +49,8 @@ impl Repository {
         })
     }
 
-    /// Publish a backup's synced data file and `.index` under their names,
-    /// then sync the directory. Not yet part of a chain: see
+    /// Publish a backup's synced blob list, data file and `.index` under
+    /// their names, then sync the directory. Not yet part of a chain: see
     /// [`Repository::start_chain`] and [`Repository::extend_chain`]. On
     /// failure, nothing of either stays published; a data file that
     /// appeared under the name meanwhile is someone else's and stays
@@ -64,6 +64,16 @@ impl Repository {
         log: &Log,
     ) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
+        // The blob list before the data file: a data file (an orphan, or
+        // a full backup without a `.dat`, which recovery uses) is never
+        // published without its list. A list left alone by a crash names
+        // no data file: the next backup removes it. (Synced first, so that
+        // not even a power cut reorders the two.)
+        if let Some(b) = blobs {
+            b.rename_into(&to.blobs, true)
+                .and_then(|()| durable::sync_dir(self.dir()))
+                .inspect_err(|_| self.roll_back(&[&to.blobs], log))?;
+        }
         let mut data = data;
         let ours = data.file().metadata().ok().map(|m| (m.dev(), m.ino()));
         if let Err(e) = data.rename_into(&to.data, false) {
@@ -74,16 +84,14 @@ impl Repository {
             let published =
                 std::fs::symlink_metadata(&to.data).is_ok_and(|m| ours == Some((m.dev(), m.ino())));
             if !matches!(e, Error::WouldOverwrite(_)) && published {
-                self.roll_back(&[&to.data], log);
+                self.roll_back(&[&to.data, &to.blobs], log);
+            } else {
+                self.roll_back(&[&to.blobs], log);
             }
             return Err(e);
         }
         index
             .rename_into(&to.index, true)
-            .and_then(|()| match blobs {
-                Some(b) => b.rename_into(&to.blobs, true),
-                None => Ok(()),
-            })
             .and_then(|()| durable::sync_dir(self.dir()))
             .inspect_err(|_| self.roll_back(&[&to.data, &to.index, &to.blobs], log))
     }

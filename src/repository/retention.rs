@@ -37,20 +37,47 @@ impl Repository {
             .map(|f| f.name.stamp)
             .collect();
         fulls.dedup();
-        if keep == 0 || fulls.len() <= keep {
+        // With no more full backups than kept, a run whose removals failed
+        // midway may still have left files before the oldest kept one
+        // (increments whose full backup went, their `.index`): finish.
+        let leftovers = fulls.first().is_some_and(|&oldest| {
+            listing.files.iter().any(|f| f.name.stamp < oldest) || self.has_stamped_before(oldest)
+        });
+        if keep == 0 || (fulls.len() <= keep && !leftovers) {
             log.note(format_args!(
                 "--keep {keep}: {} full backup(s), nothing to remove",
                 fulls.len()
             ));
             return 0;
         }
-        let oldest_kept = fulls[fulls.len() - keep];
+        let oldest_kept = fulls[fulls.len().saturating_sub(keep)];
         let what = format!("--keep {keep}");
         let (removed, freed) = self.remove_chains_before(oldest_kept, &what, log);
         log.note(format_args!(
             "{what}: removed {removed} data file(s) of older chains, {freed} bytes freed"
         ));
         freed
+    }
+
+    /// Whether a `.dat` or `.index` is stamped before `stamp` (best effort:
+    /// false when the repository cannot be listed).
+    fn has_stamped_before(&self, stamp: Stamp) -> bool {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            let Some(stem) = name
+                .strip_suffix(".dat")
+                .or_else(|| name.strip_suffix(".index"))
+            else {
+                return false;
+            };
+            Stamp::parse_date(stem).is_ok_and(|s| s.to_string() == stem && s < stamp)
+        })
     }
 
     /// Remove temporary files that killed runs of ours left behind. Only

@@ -27,6 +27,15 @@ transaction left at the end of the file), then:
   ZODB's repozo compares -D as a string), or a date before every backup
   (must fail).
 
+Blob mode (half the seeds, or ``--blobs on``): the database has a blob
+directory; blob transactions (tests/py/blobtool.py: add, change, drop
+blobs), undos of them and packs with the blob directory change it; most
+backups are ours with ``--blob-dir`` (each then has a ``.blobs`` list),
+many of our recoveries use ``--blob-dir`` into a new directory and must
+give exactly the blobs ZODB read from the source at that state (``blobtool
+dump``), or, when a file of the chain was made without ``--blob-dir`` (by
+ZODB's repozo or without the option), fail with "has no blob list".
+
 At the end every saved state is recovered at its date and compared with
 the copy saved at the time (a bounded sample of copies is kept; the other
 states are compared by size and md5).
@@ -80,6 +89,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import zodbtool  # noqa: E402
+import blobtool  # noqa: E402
 from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.fsIndex import fsIndex  # noqa: E402
 from ZODB.scripts import repozo as zrepozo  # noqa: E402
@@ -154,6 +164,8 @@ class State:
         self.range_md5 = range_md5  # md5 of [start, end) (the .dat line)
         self.head = None            # name of its chain's full backup
         self.copy = None            # path of a saved copy of the state
+        self.blob_list = False      # made with --blob-dir (has a .blobs)
+        self.blob_dump = None       # blob mode: what ZODB reads then
 
 
 class Result:
@@ -282,6 +294,7 @@ class Source:
     def __init__(self, path):
         self.path = path
         self.exists = False
+        self.blob_dir = None  # its blob directory, in blob mode
 
     def clean_side_files(self):
         d = os.path.dirname(self.path)
@@ -309,6 +322,29 @@ class Source:
             zodbtool.cmd_pack(argparse.Namespace(path=self.path, seed=seed))
         self.clean_side_files()
 
+    def blob_write(self, seed, txns):
+        blobtool.cmd_write(argparse.Namespace(
+            path=self.path, blob_dir=self.blob_dir, seed=seed, txns=txns,
+            layout=None, big=False))
+        self.clean_side_files()
+
+    def blob_undo(self, kind):
+        """Undo the newest blob transaction of KIND; False when there is
+        none (or it can no longer be undone)."""
+        try:
+            blobtool.cmd_undo(argparse.Namespace(
+                path=self.path, blob_dir=self.blob_dir, kind=kind))
+        except Exception:  # noqa: BLE001 - nothing to undo, or undo refused
+            return False
+        finally:
+            self.clean_side_files()
+        return True
+
+    def blob_pack(self):
+        blobtool.cmd_pack(argparse.Namespace(path=self.path,
+                                             blob_dir=self.blob_dir))
+        self.clean_side_files()
+
     def partial(self, seed, mode):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -330,6 +366,19 @@ class Source:
                 return fs.getSize(), dict(fs._index.items())
             finally:
                 fs.close()
+
+
+def blob_dump(path, blob_dir):
+    """`blobtool dump`: every blob ZODB reads from PATH with BLOB_DIR,
+    with its content's hash (a line 'FAILED ...' when one cannot be
+    read)."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            blobtool.cmd_dump(argparse.Namespace(path=path, blob_dir=blob_dir))
+    except Exception as e:  # noqa: BLE001
+        out.write('FAILED %r\n' % (e,))
+    return out.getvalue()
 
 
 def check_index(out_path, want_pos, want_index=None):
@@ -372,8 +421,18 @@ def check_index(out_path, want_pos, want_index=None):
 
 class MonteCarlo:
 
-    def __init__(self, seed, steps, binary, workdir, verbose=False):
+    def __init__(self, seed, steps, binary, workdir, verbose=False,
+                 blobs='auto'):
         self.seed = seed
+        # Blob mode (half the seeds): the database has a blob directory,
+        # blob transactions, packs and undos change it, our backups and
+        # recoveries mostly use --blob-dir. Its choices come from their
+        # own generator, so that a run without blobs is what it was.
+        self.brng = random.Random('blobs-%d' % seed)
+        self.blob_mode = (blobs == 'on' or
+                          (blobs == 'auto' and self.brng.random() < 0.5))
+        self.blob_now = None      # dump of the source's committed state
+        self.dead_lists_ok = False
         self.steps = steps
         self.rng = random.Random(seed)
         self.workdir = workdir
@@ -385,6 +444,8 @@ class MonteCarlo:
                   os.path.join(workdir, 'src')):
             os.makedirs(d, exist_ok=True)
         self.src = Source(os.path.join(workdir, 'src', 'Data.fs'))
+        if self.blob_mode:
+            self.src.blob_dir = os.path.join(workdir, 'src', 'blobs')
         self.tools = Tools(binary, workdir)
         # the simulated clock: somewhere in 2026
         self.now = parse_stamp('2026-01-01-00-00-00') + self.rng.randrange(
@@ -395,7 +456,9 @@ class MonteCarlo:
         self.step_no = 0
         self.stats = {'full': 0, 'inc': 0, 'empty': 0, 'none': 0,
                       'ours': 0, 'zodb': 0, 'date': 0, 'pack': 0,
-                      'partial': 0}
+                      'partial': 0, 'blob txns': 0, 'blob undo': 0,
+                      'blob backups': 0, 'blob recoveries': 0,
+                      'blob refused': 0}
         self.committed = 0
         self.after_empty = False
         self.index = {}
@@ -441,6 +504,7 @@ class MonteCarlo:
             txns = rng.randint(1, 30)
             self.src.create(s(), txns, rng.randint(1, 8))
             what.append('create %d txns' % txns)
+            what += self.blob_txns()
         else:
             stale = None
             ipath = self.src.path + '.index'
@@ -473,9 +537,13 @@ class MonteCarlo:
                 self.src.append(s(), before, objs)
                 what.append('append %d txns x %d objs' % (before, objs))
             if pack:
-                self.src.pack(s())
+                if self.blob_mode and self.brng.random() < 0.6:
+                    self.src.blob_pack()
+                    what.append('pack (with the blob directory)')
+                else:
+                    self.src.pack(s())
+                    what.append('pack')
                 self.stats['pack'] += 1
-                what.append('pack')
                 stale = None  # an index from before a pack is not valid
             if txns - before:
                 self.src.append(s(), txns - before, objs)
@@ -490,6 +558,7 @@ class MonteCarlo:
                 if n:
                     what.append('append %d txns x 8 objs (past %d)'
                                 % (n, self.committed))
+            what += self.blob_txns()
             if stale is not None:
                 with open(ipath, 'wb') as f:
                     f.write(stale)
@@ -509,6 +578,25 @@ class MonteCarlo:
                 what.append('unfinished txn (%s)' % mode)
         return what
 
+    def blob_txns(self):
+        """Blob mode: blob transactions (add, change, drop blobs) and
+        now and then the undo of one."""
+        if not self.blob_mode:
+            return []
+        b = self.brng
+        what = []
+        if b.random() < 0.4:
+            n = b.randint(1, 4)
+            self.src.blob_write(b.randrange(1 << 30), n)
+            self.stats['blob txns'] += n
+            what.append('%d blob txns' % n)
+        if b.random() < 0.08:
+            kind = b.choice(['change', 'add', 'drop'])
+            if self.src.blob_undo(kind):
+                self.stats['blob undo'] += 1
+                what.append('undo of a blob %s' % kind)
+        return what
+
     def step(self):
         rng = self.rng
         self.log.append('step %d:' % self.step_no)
@@ -518,6 +606,11 @@ class MonteCarlo:
         self.committed, self.index = self.src.scan()
         with open(self.src.path, 'rb') as f:
             self.data = f.read()
+        if self.blob_mode:
+            self.blob_now = blob_dump(self.src.path, self.src.blob_dir)
+            if 'FAILED' in self.blob_now:
+                raise Failure('internal: ZODB cannot read the source\'s '
+                              'blobs: %s' % self.blob_now)
         self.note('(committed %d, file %d);' % (self.committed,
                                                 len(self.data)))
         self.backup()
@@ -529,8 +622,14 @@ class MonteCarlo:
     def backup(self):
         rng = self.rng
         tool = 'ours' if rng.random() < 0.5 else 'zodb'
+        if self.blob_mode and tool == 'zodb' and self.brng.random() < 0.7:
+            tool = 'ours'  # fewer chains that cannot recover blobs
         flags = [f for f, p in (('Q', 0.5), ('z', 0.5), ('F', 0.12),
                                 ('k', 0.15), ('v', 0.2)) if rng.random() < p]
+        if (self.blob_mode and tool == 'ours' and 'F' not in flags
+                and any(not s.blob_list for s in self.chain())
+                and self.brng.random() < 0.5):
+            flags.append('F')  # a new chain that recovers with its blobs
         if self.repo_size() > MAX_REPO:
             flags = [f for f in flags if f not in 'Fk'] + ['F', 'k']
             self.note('(repository big: -F -k)')
@@ -573,6 +672,11 @@ class MonteCarlo:
         now = fmt(self.now)
 
         argv = spell(rng, 'B', flags, {'r': self.repo, 'f': self.src.path})
+        with_blobs = (self.blob_mode and tool == 'ours'
+                      and self.brng.random() < 0.92)
+        if with_blobs:
+            argv += ['--blob-dir', self.src.blob_dir]
+            self.stats['blob backups'] += 1
         before = set(os.listdir(self.repo))
         if tool == 'ours':
             res = self.tools.ours(argv, now)
@@ -610,6 +714,8 @@ class MonteCarlo:
                        md5(self.data[:self.committed]),
                        md5(self.data[start:self.committed]))
             st.head = name if want == 'full' else chain[0].head
+            st.blob_list = with_blobs
+            st.blob_dump = self.blob_now
             line = self.dat_line(name, start, self.committed, st.range_md5)
             if want == 'full':
                 self.dats[name] = line
@@ -628,6 +734,10 @@ class MonteCarlo:
                 self.save_copy(st)
             self.note('%s %s [%d, %d);' % (want, name, start,
                                            self.committed))
+        # ZODB's repozo -k leaves the blob lists of what it removes; our
+        # next backup removes them
+        self.dead_lists_ok = tool == 'zodb' and (
+            self.dead_lists_ok or 'k' in flags)
         self.check_repo(res)
 
     def save_copy(self, st):
@@ -647,6 +757,11 @@ class MonteCarlo:
         for s in self.states:
             want.add(s.name)
             want.add(s.name.rsplit('.', 1)[0] + '.index')
+            if s.blob_list:
+                want.add(s.name.rsplit('.', 1)[0] + '.blobs')
+        names.discard('blobs')  # the blob store
+        if self.dead_lists_ok:
+            names = {n for n in names if not n.endswith('.blobs') or n in want}
         for head in self.dats:
             want.add(head.rsplit('.', 1)[0] + '.dat')
         extra = sorted(n for n in names - want
@@ -683,7 +798,7 @@ class MonteCarlo:
         self.note('-V ok;')
 
     def recover(self, date, want_size, want_digest, want_bytes=None,
-                must_fail=False, full_date=True):
+                must_fail=False, full_date=True, state=None):
         """Recover at DATE (None: newest) with a random tool and options,
         and compare with the expected state. Returns a label."""
         rng = self.rng
@@ -702,6 +817,12 @@ class MonteCarlo:
         if tool == 'zodb':
             flags = [f for f in flags if f != 'v']
         argv = spell(rng, 'R', flags, values)
+        blob_dir = None
+        if (self.blob_mode and tool == 'ours' and not to_stdout
+                and self.brng.random() < 0.6):
+            blob_dir = out + '.blobs'
+            shutil.rmtree(blob_dir, ignore_errors=True)
+            argv += ['--blob-dir=' + blob_dir]
         if tool == 'ours':
             stdout_path = os.path.join(self.outdir, 'stdout.fs') \
                 if to_stdout else None
@@ -717,6 +838,19 @@ class MonteCarlo:
                 raise Failure('recovery before every backup succeeded\n'
                               + res.describe())
             return label + ' (fails, as it must)'
+        blobs_ok = None
+        if blob_dir is not None and state is not None:
+            # every file of the chain up to the state has a blob list?
+            blobs_ok = all(s.blob_list for s in self.states
+                           if s.head == state.head and s.stamp <= state.stamp)
+            label += ' --blob-dir'
+            if not blobs_ok:
+                if res.rc == 0 or 'has no blob list' not in res.err:
+                    raise Failure('recovery with --blob-dir of a chain with a '
+                                  'file made without it must fail ("has no '
+                                  'blob list")\n' + res.describe())
+                self.stats['blob refused'] += 1
+                return label + ' (refused: a file without blobs)'
         if res.rc != 0:
             raise Failure('recovery failed\n' + res.describe())
         with open(got_path, 'rb') as f:
@@ -737,6 +871,14 @@ class MonteCarlo:
             if problem:
                 raise Failure('recovered index: %s\n%s'
                               % (problem, res.describe()))
+        if blobs_ok:
+            got_blobs = blob_dump(got_path, blob_dir)
+            if got_blobs != state.blob_dump:
+                raise Failure('the recovered blobs differ from the state\'s '
+                              '(blobtool dump)\n--- got ---\n%s--- want ---'
+                              '\n%s%s' % (got_blobs, state.blob_dump,
+                                          res.describe()))
+            self.stats['blob recoveries'] += 1
         return label
 
     def recover_newest(self):
@@ -744,7 +886,8 @@ class MonteCarlo:
         if not self.states or self.states[-1].size != self.committed:
             raise Failure('internal: the newest backup does not hold the '
                           'committed state')
-        label = self.recover(None, self.committed, md5(want), want)
+        label = self.recover(None, self.committed, md5(want), want,
+                             state=self.states[-1])
         self.note(label + ' ok;')
 
     def pick_date(self, kind):
@@ -792,7 +935,7 @@ class MonteCarlo:
                 with open(best.copy, 'rb') as f:
                     want_bytes = f.read()
             label = self.recover(date, best.size, best.digest, want_bytes,
-                                 full_date=full_date)
+                                 full_date=full_date, state=best)
             if best.copy:
                 label += ' (= copy of %s)' % best.name
         if not final:
@@ -870,6 +1013,9 @@ def main(argv=None):
                    help='parent of the work directory (default: $TMPDIR)')
     p.add_argument('-v', '--verbose', action='store_true',
                    help='print every step')
+    p.add_argument('--blobs', choices=['auto', 'on', 'off'], default='auto',
+                   help='a blob directory: on, off, or for half the seeds '
+                   '(auto, the default)')
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom(
     ).randrange(1 << 32)
@@ -884,7 +1030,8 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix='repozo-mc-%d-' % seed,
                                dir=args.workdir)
     started = time.time()
-    mc = MonteCarlo(seed, args.steps, binary, workdir, args.verbose)
+    mc = MonteCarlo(seed, args.steps, binary, workdir, args.verbose,
+                    args.blobs)
     passed, failed, replay_steps = mc.run(sys.stdout)
     elapsed = time.time() - started
     st = mc.stats
@@ -894,6 +1041,11 @@ def main(argv=None):
               elapsed, elapsed / max(1, passed), st['ours'], st['zodb'],
               st['full'], st['inc'], st['empty'], st['none'], st['pack'],
               st['partial'], st['date']))
+    if mc.blob_mode:
+        print('blobs: %d blob txns, %d undos, %d backups and %d recoveries '
+              'with --blob-dir, %d refused (a file without blobs)' % (
+                  st['blob txns'], st['blob undo'], st['blob backups'],
+                  st['blob recoveries'], st['blob refused']))
     print('time in our repozo %.1f s, in ZODB\'s repozo %.1f s, in the '
           'model and ZODB %.1f s' % (
               mc.tools.ours_time, mc.tools.zodb_time,
