@@ -91,6 +91,13 @@ impl TempFile {
         &self.path
     }
 
+    /// Close the file, keeping the temporary (for many files written now
+    /// and made durable together later, e.g. by one `syncfs`, so that they
+    /// do not hold one descriptor each).
+    pub fn close(&mut self) {
+        drop(self.file.take());
+    }
+
     /// The open file, to write through `&File`.
     pub fn as_file(&self) -> &File {
         self.file.as_ref().expect("file present until publish")

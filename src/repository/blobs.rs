@@ -183,8 +183,11 @@ impl Repository {
             let (batch, later) = rest.split_at(n);
             rest = later;
             let done = copy::each_in_parallel(batch, |(_, src, _, _)| {
-                let tmp = self.new_file()?;
+                let mut tmp = self.new_file()?;
                 let (len, sum) = copy_blob(src, &tmp)?;
+                // one descriptor per pending file would hit the limit on
+                // open files (1024 by default) on a big first backup
+                tmp.close();
                 Ok((tmp, len, sum))
             })?;
             let mut pending = Vec::with_capacity(done.len());

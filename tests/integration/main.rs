@@ -7,6 +7,7 @@ mod util;
 
 mod backup;
 mod blob_faults;
+mod blob_fds;
 mod blobs;
 mod cli;
 mod compat;
