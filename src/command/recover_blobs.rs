@@ -72,7 +72,7 @@ pub fn recover_blobs(
     }
     let layout = layout.expect("a chain is never empty");
     // what DIR holds
-    let header = marker_header(repo);
+    let header = MARKER_HEADER.to_string();
     let existing = examine(repo, dir, layout, &header)?;
     let mut out = BlobsRecovered {
         dir: dir.to_path_buf(),
@@ -178,18 +178,14 @@ pub fn finish(done: BlobsRecovered, log: &Log) -> Result<()> {
 /// the repository stopped keeping them (`--keep`, `-k`).
 const MARKER: &str = ".repozo-recovered";
 
-/// The marker's first line: ours, and which repository (its absolute
-/// path; a directory recovered from another repository is not ours).
-fn marker_header(repo: &Repository) -> String {
-    let abs = std::fs::canonicalize(repo.dir()).unwrap_or_else(|_| repo.dir().to_path_buf());
-    format!(
-        "repozo-recovered 1 {}",
-        crate::log::one_line(&abs.to_string_lossy())
-    )
-}
+/// The marker's first line. It names no repository: the files it lists
+/// were put there by recoveries, not by a person, and came from a
+/// repository's store; a repository's path would make the same directory
+/// look foreign after the repository moved.
+const MARKER_HEADER: &str = "repozo-recovered 1";
 
 /// The revisions the marker in `dir` names, when it was written by
-/// recoveries from the repository of `header`; empty otherwise.
+/// recoveries (its first line is `header`); empty otherwise.
 fn read_marker(dir: &Path, header: &str) -> HashSet<(u64, u64)> {
     let Ok(text) = std::fs::read_to_string(dir.join(MARKER)) else {
         return HashSet::new();
