@@ -96,6 +96,13 @@ impl TempFile {
         self.file.as_mut().expect("file present until publish")
     }
 
+    /// Close the file, keeping the temporary (for many files written now
+    /// and made durable together later, e.g. by one `syncfs`, so that they
+    /// do not hold one descriptor each).
+    pub fn close(&mut self) {
+        drop(self.file.take());
+    }
+
     /// Take the file out for a writer that consumes it (a gzip encoder);
     /// give it back with [`TempFile::put_back`] before publishing.
     pub fn take(&mut self) -> File {

@@ -141,6 +141,9 @@ impl Repository {
                     }
                     let mut tmp = self.new_file()?;
                     let (len, sum) = copy_blob(&src, &mut tmp)?;
+                    // one descriptor per pending file would hit the limit
+                    // on open files (1024 by default) on a big first backup
+                    tmp.close();
                     pending.push((tmp, stored));
                     pending_bytes += len;
                     copied += 1;

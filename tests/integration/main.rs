@@ -6,6 +6,7 @@
 mod util;
 
 mod backup;
+mod blob_fds;
 mod blobs;
 mod cli;
 mod compat;
