@@ -27,6 +27,10 @@ use crate::repository::Repository;
 /// not end in `.blob`).
 const TEMP_PREFIX: &str = crate::io::durable::TEMP_PREFIX;
 
+/// Blob files up to this size are copied without the streaming copy's
+/// threads (most blobs are small).
+const SMALL_BLOB: u64 = 1 << 20;
+
 /// What recovering the blobs found and did, and what is left for after the
 /// `Data.fs` is in place.
 #[derive(Debug, Default)]
@@ -264,6 +268,24 @@ fn copy_checked(stored: &Path, dest: &Path, size: u64, sum: &str) -> Result<()> 
     std::fs::create_dir_all(parent).ctx("create", parent)?;
     let mut tmp = TempFile::new_in(parent)?;
     let tmp_path = tmp.path().to_path_buf();
+    if have <= SMALL_BLOB {
+        // one read and one write on this thread: the streaming copy's
+        // threads cost more than they save on a small file; the final
+        // syncfs makes it durable
+        let mut buf = vec![0u8; have as usize];
+        let n = read::read_full_at(&src, &mut buf, 0).ctx("read", stored)?;
+        let mut m = Md5::new();
+        m.update(&buf[..n]);
+        if n as u64 != size || md5::hex(&m.finalize()) != sum {
+            return Err(Error::Blobs(format!(
+                "the stored blob revision {} does not match its blob list (size {n}, \
+                 expected {size}): the repository is damaged",
+                stored.display()
+            )));
+        }
+        std::io::Write::write_all(tmp.file(), &buf).ctx("write", &tmp_path)?;
+        return tmp.rename_into(dest, true);
+    }
     let flusher = Flusher::new(tmp.file(), &tmp_path)?;
     let out = copy::Out::new(tmp.file(), &tmp_path, &flusher);
     let (got, _) = copy::copy_and_hash(&src, stored, 0, have, out, true)?;
