@@ -732,6 +732,11 @@ fn check_free_space(chain: &Resolved, out: &Path) -> Result<()> {
         // the directory's problems are reported when we create the file
         return Ok(());
     }
+    if st.f_blocks == 0 {
+        // no size reported (a tmpfs mounted with size=0 has no limit; some
+        // FUSE file systems): nothing to judge by
+        return Ok(());
+    }
     let have = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
     if need > have {
         return Err(Error::NoSpace {

@@ -202,13 +202,21 @@ fn read_marker(dir: &Path, header: &str) -> HashSet<(u64, u64)> {
         .collect()
 }
 
-/// Write the marker durably.
+/// Write the marker durably, unless it already says exactly that (as after
+/// a recovery into a new DIR, where it names the same revisions before and
+/// after the `Data.fs` is put in place): a rewrite needs room for a
+/// temporary copy, and on a full disk would fail a recovery that is
+/// complete.
 fn write_marker(dir: &Path, header: &str, revisions: &[(u64, u64)]) -> Result<()> {
     let mut s = format!("{header}\n");
     for (o, t) in revisions {
         s.push_str(&format!("{} {}\n", blob::repr(*o), blob::repr(*t)));
     }
-    durable::write_file(dir, &dir.join(MARKER), s.as_bytes())
+    let path = dir.join(MARKER);
+    if std::fs::read(&path).is_ok_and(|old| old == s.as_bytes()) {
+        return Ok(());
+    }
+    durable::write_file(dir, &path, s.as_bytes())
 }
 
 /// The blob files in `dir`: `None` when `dir` is absent or empty (to be

@@ -6,6 +6,7 @@
 mod util;
 
 mod backup;
+mod blob_enospc;
 mod blob_faults;
 mod blob_fds;
 mod blobs;
