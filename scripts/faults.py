@@ -92,7 +92,11 @@ Oracles:
               above success; nr_inodes 1..8; recovery into a tmpfs without
               room: through out.fs.part "not enough free space" with the old
               output and index intact, in place a clean failure leaving a
-              prefix; with room again the rerun completes.
+              prefix; with room again the rerun completes. Blobs: -B/-BQ
+              --blob-dir with the blob store on the tmpfs (a failure is
+              judged by the blob oracles, the rerun with room gives the
+              roomy run's files), -R --blob-dir with out.fs, its index and
+              out.blobs on it (never an out.fs without its blobs).
   power-cuts  ext4 image on loop (noauto_da_alloc) in a private mount
               namespace; an acknowledged -BQ (exit 0), the source grows,
               then a second run is cut (shutdown ioctl) before a random
@@ -1700,16 +1704,33 @@ def mode_enospc(world):
     def pages(n):
         return (n + page - 1) // page
 
-    # backups: full into an empty repository, an increment into the chain
-    for scen in (['full', 'quick'] if world.args.short else ['full', 'full-gz', 'quick', 'quick-gz']):
+    def tree_pages(*paths):
+        """Pages the files at or below PATHS take on a tmpfs."""
+        total = 0
+        for path in paths:
+            if os.path.isfile(path) and not os.path.islink(path):
+                total += pages(os.path.getsize(path))
+            elif os.path.isdir(path) and not os.path.islink(path):
+                for root, _, names in os.walk(path):
+                    total += sum(pages(os.path.getsize(os.path.join(root, n))) for n in names
+                                 if not os.path.islink(os.path.join(root, n)))
+        return total
+
+    # backups: full into an empty repository, an increment into the chain;
+    # with blobs the repository's blob store (blobs/ below it) is on the
+    # tmpfs too, so the new blob revisions need the room
+    short = world.args.short
+    for scen in (['full', 'quick', 'blob-quick'] if short else
+                 ['full', 'full-gz', 'quick', 'quick-gz', 'blob-full', 'blob-incr', 'blob-quick']):
+        blob = is_blob(scen)
         clean = world.clean_run(scen)
         base = os.path.join(world.state_dir(scen), 'repo')
-        base_pages = sum(pages(os.path.getsize(os.path.join(base, n))) for n in os.listdir(base))
+        base_pages = tree_pages(base)
         cd = clean['dir'] + '-plain'
-        need = sum(pages(os.path.getsize(os.path.join(cd, 'repo', n)))
-                   for n in os.listdir(os.path.join(cd, 'repo')))
+        need = tree_pages(os.path.join(cd, 'repo'))
         extra = need - base_pages
-        steps = sorted(set([max(1, base_pages + int(extra * f)) for f in (0, 0.25, 0.5, 0.75, 0.9)]
+        fracs = (0, 0.5) if short and blob else (0, 0.25, 0.5, 0.75, 0.9)
+        steps = sorted(set([max(1, base_pages + int(extra * f)) for f in fracs]
                            + [need - 1, need, need + 8]))
         for npages in steps:
             trials += 1
@@ -1726,8 +1747,7 @@ def mode_enospc(world):
             t = Trial(world, 'enospc', scen, Fault('ENOSPC', 'disk', npages, label))
             t.dir = d
             try:
-                for n in os.listdir(mnt + '.orig'):
-                    shutil.copy2(os.path.join(mnt + '.orig', n), os.path.join(mnt, n))
+                shutil.copytree(mnt + '.orig', mnt, symlinks=True, dirs_exist_ok=True)
                 start = snapshot(mnt)
                 rc, _, err = world.repozo(d, SCENARIOS[scen][1], T_RUN)
                 lines = errlines(err)
@@ -1751,15 +1771,22 @@ def mode_enospc(world):
                     run(['mount', '-o', 'remount,size=%d' % (3 * need * page), mnt], timeout=30)
                     rc2, _, err2 = world.repozo(d, SCENARIOS[scen][1], T_RUN)
                     must(rc2 == 0, 'rerun with room failed: %s' % ' | '.join(errlines(err2)))
+                    # what the failed run stored (blob revisions) is reused
+                    now = snapshot(mnt)
+                    must(now == clean['end']['repo'], 'rerun with room: the repository differs '
+                         'from a run on a roomy disk: ' + explain_diff(clean['end']['repo'], now))
+                    must(not leftovers(mnt), 'rerun with room left ' + ' '.join(leftovers(mnt)))
                 v, _, verr = world.repozo(d, ['-V', '-r', 'repo'])
                 must(v == 0, '-V failed after a successful run: %s' % ' | '.join(errlines(verr)))
                 check_recovers_new(t, 'post')
+                if blob:
+                    check_earlier(t, 'after the run', 'new')
             except Failure as e:
                 fail(label, d, str(e))
             finally:
                 umount(mnt)
-            if world.args.verbose and t.notes:
-                world.log('  enospc %s: %s' % (label, '; '.join(t.notes)))
+            if world.args.verbose and (t.notes or blob):
+                world.log('  enospc %s: exit %s%s' % (label, rc, ''.join('; ' + n for n in t.notes)))
             if not world.keep:
                 shutil.rmtree(d, ignore_errors=True)
 
@@ -1870,6 +1897,80 @@ def mode_enospc(world):
                     world.log('  enospc %s: exit %s, out.fs %s' % (label, rc, state))
             except Failure as e:
                 fail(label, d, str(e))
+            finally:
+                umount(mnt)
+            if not world.keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+    # blob recovery: out.fs, its index and the blob directory on one tmpfs
+    # (the repository stays outside: outdir/repo is a symlink to it), from
+    # no room for anything new to room for the whole new state beside the
+    # old one. A failure leaves the old pair (or, in place, a prefix), never
+    # an out.fs without its blobs, and the rerun with room completes.
+    for scen in (['blob-standby'] if short else
+                 ['blob-recover', 'blob-standby', 'blob-standby-inplace']):
+        e = world.rec_expect(scen)
+        sdir = world.state_dir(scen)
+        old_pages = tree_pages(*[os.path.join(sdir, n) for n in ('out.fs', 'out.fs.index', OUT_BLOBS)])
+        new_pages = tree_pages(os.path.join(world.build_blob_fixture()['dir'], 'new-' + scen))
+        roomy = new_pages + pages(len(e['new'])) + 8
+        fracs = (0, 0.5, 1) if short else (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1)
+        frees = sorted(set([int(new_pages * f) for f in fracs] + [roomy]))
+        in_place = appends_in_place(scen)
+        for free in frees:
+            trials += 1
+            label = '%s free=%d pages (the new state takes %d)' % (scen, free, new_pages)
+            d = world.new_dir('enospc', '%s-%d' % (scen, free))
+            world.copy_state(scen, d)
+            mnt = os.path.join(d, 'outdir')
+            try:
+                # (size=0 would be a tmpfs without a limit)
+                mount_tmpfs(mnt, 'size=%d' % (max(1, old_pages + free) * page))
+            except OSError as ex:
+                fail(label, d, 'mount: %s' % ex)
+                continue
+            t = Trial(world, 'enospc', scen, Fault('ENOSPC', 'disk', free, label))
+            t.dir = mnt
+            try:
+                for n in ('out.fs', 'out.fs.index'):
+                    if os.path.exists(os.path.join(d, n)):
+                        shutil.copy2(os.path.join(d, n), os.path.join(mnt, n))
+                if os.path.isdir(os.path.join(d, OUT_BLOBS)):
+                    shutil.copytree(os.path.join(d, OUT_BLOBS), os.path.join(mnt, OUT_BLOBS), symlinks=True)
+                os.symlink(os.path.join('..', 'repo'), os.path.join(mnt, 'repo'))
+                repo_before = snapshot(os.path.join(d, 'repo'))
+                rc, _, err = world.repozo(mnt, SCENARIOS[scen][1])
+                lines = errlines(err)
+                left = leftovers(mnt)
+                state = check_output_consistent(t)
+                must(snapshot(os.path.join(d, 'repo')) == repo_before, 'the recovery changed the repository')
+                if rc == 0:
+                    must(state == 'new' and read_or_none(os.path.join(mnt, 'out.fs.index')) == e['new_index'],
+                         'success but the output is not the new state with its index')
+                    must(not left, 'success but left behind: %s' % ' '.join(left))
+                    now = snapshot(os.path.join(mnt, OUT_BLOBS))
+                    must(now == e['new_tree'], 'success but out.blobs is not a roomy run\'s: %s'
+                         % snap_diff(e['new_tree'], now))
+                else:
+                    must(rc == 1 and len(lines) == 1 and lines[0].startswith('repozo: '),
+                         'not a clean failure: exit %s, %r' % (rc, lines))
+                    must(free < roomy, 'failed with room for the old and the new state: %r' % lines)
+                    must('space' in lines[0], 'the message does not say the disk is full: %r' % lines)
+                    must(state != 'new' or in_place, 'the old output was replaced by a failed run')
+                    must(not left, 'left behind: %s' % ' '.join(left))
+                    if state == 'prefix':
+                        # partly extended in place: its blobs were added first
+                        dump = world.blob_dump(os.path.join(mnt, 'out.fs'), os.path.join(mnt, OUT_BLOBS))
+                        must(not dump.startswith('FAILED') and 'missing' not in dump,
+                             'out.fs partly extended without its blobs: %s' % dump[:200])
+                    run(['mount', '-o', 'remount,size=%d' % ((old_pages + roomy + new_pages) * page), mnt],
+                        timeout=30)
+                    rerun_recover(t)
+                if world.args.verbose:
+                    world.log('  enospc %s: exit %s, out.fs %s%s' % (
+                        label, rc, state, '' if rc == 0 else ': ' + lines[0][:100]))
+            except Failure as ex:
+                fail(label, d, str(ex))
             finally:
                 umount(mnt)
             if not world.keep:
