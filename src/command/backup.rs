@@ -172,14 +172,7 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
             Ok(Some(r)) if !r.has_dat => Err(Reason::MissingDat),
             // with --blob-dir, a chain whose backups do not all list their
             // blobs could never recover them: start one that can
-            Ok(Some(r))
-                if blobs.is_some()
-                    && r.files
-                        .iter()
-                        .any(|c| !repo.blob_list_path(c.file.name.stamp).exists()) =>
-            {
-                Err(Reason::NoBlobs)
-            }
+            Ok(Some(r)) if blobs.is_some() && !all_list_blobs(repo, &r)? => Err(Reason::NoBlobs),
             Ok(Some(r)) => {
                 // The last range that holds bytes: an empty increment
                 // (ZODB's repozo writes them) has an md5 that matches any
@@ -252,6 +245,17 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
             )
         }
     }
+}
+
+/// Whether every file of the chain has a blob list (an error inspecting
+/// one is an error, never a reason for a full backup).
+fn all_list_blobs(repo: &Repository, chain: &chains::Resolved) -> Result<bool> {
+    for c in &chain.files {
+        if !repo.has_blob_list(c.file.name.stamp)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The source's blob directory, for a backup with `--blob-dir`.

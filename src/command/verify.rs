@@ -205,13 +205,12 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
     let (blob_bad, blobs, blob_bytes) = repo.check_blobs(&stamps, opts.quick);
     // a chain whose backups list their blobs must list them all: one
     // without could not recover the blobs of its range
-    let listed: Vec<bool> = stamps
-        .iter()
-        .map(|s| repo.blob_list_path(*s).exists())
-        .collect();
-    if listed.contains(&true) {
+    let listed: Vec<Result<bool>> = stamps.iter().map(|s| repo.has_blob_list(*s)).collect();
+    if listed.iter().any(|l| matches!(l, Ok(true))) {
         for (s, l) in stamps.iter().zip(&listed) {
-            if !l {
+            if let Err(e) = l {
+                bad.push(e.to_string());
+            } else if matches!(l, Ok(false)) {
                 bad.push(format!(
                     "{} is missing: the backup {s} was made without --blob-dir, so its \
                      blobs cannot be recovered",

@@ -51,6 +51,16 @@ impl Repository {
         self.path(&format!("{stamp}.{LIST_EXT}"))
     }
 
+    /// Whether the backup stamped `stamp` has a blob list.
+    pub fn has_blob_list(&self, stamp: Stamp) -> Result<bool> {
+        let path = self.blob_list_path(stamp);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("inspect", &path, e)),
+        }
+    }
+
     /// Read the blob list of the backup stamped `stamp`; `None` when it
     /// has none (made without `--blob-dir`, or by ZODB's repozo).
     pub fn read_blob_list(&self, stamp: Stamp) -> Result<Option<BlobList>> {

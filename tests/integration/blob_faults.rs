@@ -293,3 +293,45 @@ fn an_error_on_the_blob_store_in_the_cleanup_is_a_warning() {
     .ok();
     assert!(!env.repo().join(format!("{T1}.blobs")).exists());
 }
+
+/// An error inspecting a backup's blob list is an error, not "this backup
+/// has no list" (which makes a full backup): the decision never rests on a
+/// swallowed error (found by io-errors blob-incr, EIO on statx of the list).
+#[test]
+fn an_error_reading_whether_a_list_exists_is_not_a_missing_list() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: no strace");
+        return;
+    }
+    let env = Env::new();
+    write(&env, 61, 5);
+    env.backup(&["--blob-dir=blobs"], T1);
+    write(&env, 62, 3);
+    let list = format!("repo/{T1}.blobs");
+    let mut cmd = Command::new("strace");
+    cmd.current_dir(env.root())
+        .env("REPOZO_TEST_NOW", T2)
+        .args(["-f", "-o", "/dev/null", "-P", &list])
+        .args(["-e", "inject=statx,newfstatat,lstat,stat:error=EIO"])
+        .arg(BIN)
+        .args(["-B", "-r", "repo", "-f", "Data.fs", "--blob-dir=blobs"]);
+    let o = exec(cmd);
+    assert!(!o.status.success(), "{}", o.describe());
+    assert!(
+        o.stderr_str().contains("Input/output error"),
+        "{}",
+        o.describe()
+    );
+    assert!(
+        !env.exists(&format!("repo/{T2}.fs")),
+        "{:?}",
+        env.repo_names()
+    );
+    // without the error: an increment
+    env.backup(&["--blob-dir=blobs"], T2);
+    assert!(
+        env.exists(&format!("repo/{T2}.deltafs")),
+        "{:?}",
+        env.repo_names()
+    );
+}
