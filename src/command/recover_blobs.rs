@@ -105,7 +105,8 @@ pub fn recover_blobs(
     }
     // what an earlier recovery left is read again (two cores): a file
     // whose bytes are right stays, any other is copied again
-    let right = copy::each_in_parallel(&to_copy, |(_, dest, size, sum, there)| {
+    let kept: u64 = to_copy.iter().filter(|c| c.4).map(|c| c.2).sum();
+    let right = copy::each_in_parallel(&to_copy, kept, |(_, dest, size, sum, there)| {
         Ok(*there && matches(dest, *size, sum)?)
     })?;
     let to_copy: Vec<_> = to_copy
@@ -133,9 +134,11 @@ pub fn recover_blobs(
     during.dedup();
     write_marker(dir, &header, &during)?;
     out.marker = (header, after);
-    copy::each_in_parallel(&to_copy, |(stored, dest, size, sum, _)| {
-        copy_checked(stored, dest, *size, sum)
-    })?;
+    copy::each_in_parallel(
+        &to_copy,
+        out.copied_bytes,
+        |(stored, dest, size, sum, _)| copy_checked(stored, dest, *size, sum),
+    )?;
     for p in &existing {
         let wanted = blob_key(dir, layout, p).is_some_and(|k| needed.contains_key(&k));
         if !wanted && !out.stale.contains(p) {

@@ -552,13 +552,23 @@ pub fn copy_file_md5(
 /// Threads for [`each_in_parallel`].
 const WORKERS: usize = 2;
 
-/// `f` of every item, on [`WORKERS`] threads, results in the items' order;
-/// the first error (in order) wins, and the workers stop taking items once
-/// one fails.
+/// Below this many bytes, [`each_in_parallel`] works on the calling
+/// thread: threads cost more than they save, and the calls come in one
+/// order (which the fault runs rely on to find the same call again).
+const PARALLEL_MIN: u64 = 8 << 20;
+
+/// `f` of every item, on [`WORKERS`] threads when the items weigh `bytes`
+/// in all, at least [`PARALLEL_MIN`]; results in the items' order; the
+/// first error (in order) wins, and the workers stop taking items once one
+/// fails.
 pub fn each_in_parallel<T: Sync, R: Send>(
     items: &[T],
+    bytes: u64,
     f: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
+    if bytes < PARALLEL_MIN {
+        return items.iter().map(f).collect();
+    }
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -701,7 +711,7 @@ mod tests {
     fn small_files_copy_with_their_md5_and_in_parallel_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let items: Vec<usize> = (0..40).map(|i| i * 977 % 5000).collect();
-        let sums = each_in_parallel(&items, |&n| {
+        let sums = each_in_parallel(&items, u64::MAX, |&n| {
             let data: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
             let src_path = dir.path().join(format!("s{n}"));
             std::fs::write(&src_path, &data).unwrap();
@@ -720,7 +730,7 @@ mod tests {
         .unwrap();
         assert_eq!(sums, items.iter().map(|&n| (n, true)).collect::<Vec<_>>());
         // the first failure in order is the error; a short source is one
-        let r = each_in_parallel(&items, |&n| {
+        let r = each_in_parallel(&items, u64::MAX, |&n| {
             if n % 3 == 1 {
                 Err(Error::BrokenPipe)
             } else {

@@ -192,7 +192,7 @@ impl Repository {
             }
             let (batch, later) = rest.split_at(n);
             rest = later;
-            let done = copy::each_in_parallel(batch, |(_, src, _, _)| {
+            let done = copy::each_in_parallel(batch, bytes, |(_, src, _, _)| {
                 let mut tmp = self.new_file()?;
                 let (len, sum) = copy_blob(src, &tmp)?;
                 // one descriptor per pending file would hit the limit on
