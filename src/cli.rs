@@ -96,6 +96,16 @@ Options for -R/--recover:
         output file, every backup file is checked before anything is
         written to it.
 
+    -F / --full
+        Always recover the whole chain into a new file (by default, an
+        output file that holds an earlier state of the same chain is
+        extended in place with only the missing bytes).
+
+    -Q / --quick
+        When extending an output file in place, check only the last
+        backup range it holds against the backup (by default, all of
+        them).
+
 Options for -V/--verify:
     -Q / --quick
         Verify file sizes only (skip md5 checksums).
