@@ -7,30 +7,6 @@ use std::process::Command;
 
 use crate::util::*;
 
-fn blobtool(env: &Env, args: &[&str]) -> Output {
-    let mut c = Command::new(python());
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/blobtool.py"))
-        .args(args)
-        .current_dir(env.root())
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    exec(c)
-}
-
-#[track_caller]
-fn write(env: &Env, seed: u64, txns: u32) {
-    let (s, t) = (seed.to_string(), txns.to_string());
-    blobtool(
-        env,
-        &["write", "Data.fs", "blobs", "--seed", &s, "--txns", &t],
-    )
-    .ok();
-}
-
-#[track_caller]
-fn dump(env: &Env, fs: &str, dir: &str) -> String {
-    blobtool(env, &["dump", fs, dir]).ok().stdout_str()
-}
-
 /// `scripts/faults.py _inject` (the ptrace injector) running our binary
 /// in `env` at `now`, optionally killed before the call `fault`
 /// (`kill:SYSCALL:K`); with `log`, every file call on `env` is logged.
@@ -69,9 +45,9 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_recovery_killed_while_creating_its_blob_directory_is_completed() {
     let env = Env::new();
-    write(&env, 1, 6);
+    write_blobs(&env, 1, 6, &[]);
     env.backup(&["--blob-dir", "blobs"], T1);
-    let want = dump(&env, "Data.fs", "blobs");
+    let want = dump_blobs(&env, "Data.fs", "blobs");
     // what the kill before the write of the `.layout` left
     std::fs::create_dir_all(env.path("out.blobs/tmp")).unwrap();
     std::fs::write(env.path("out.blobs/.repozo-tmp-killed"), b"").unwrap();
@@ -93,7 +69,7 @@ fn a_recovery_killed_while_creating_its_blob_directory_is_completed() {
         &env.read("Data.fs"),
         "recovered Data.fs",
     );
-    assert_eq!(dump(&env, "out.fs", "out.blobs"), want);
+    assert_eq!(dump_blobs(&env, "out.fs", "out.blobs"), want);
     assert!(!env.path("out.blobs/.repozo-tmp-killed").exists());
     // anything else there is still refused
     std::fs::create_dir_all(env.path("other/tmp")).unwrap();
@@ -117,11 +93,11 @@ fn a_recovery_killed_while_creating_its_blob_directory_is_completed() {
 #[test]
 fn a_full_backup_killed_after_its_data_file_is_published_still_recovers_with_blobs() {
     let env = Env::new();
-    write(&env, 1, 6);
+    write_blobs(&env, 1, 6, &[]);
     env.backup(&["--blob-dir", "blobs"], T1);
-    let old = (env.read("Data.fs"), dump(&env, "Data.fs", "blobs"));
-    write(&env, 2, 4);
-    let new = (env.read("Data.fs"), dump(&env, "Data.fs", "blobs"));
+    let old = (env.read("Data.fs"), dump_blobs(&env, "Data.fs", "blobs"));
+    write_blobs(&env, 2, 4, &[]);
+    let new = (env.read("Data.fs"), dump_blobs(&env, "Data.fs", "blobs"));
     let args = ["-BF", "-r", "repo", "-f", "Data.fs", "--blob-dir", "blobs"];
     // a clean traced run: the calls, in order
     copy_dir(&env.repo(), &env.path("repo.orig"));
@@ -158,7 +134,7 @@ fn a_full_backup_killed_after_its_data_file_is_published_still_recovers_with_blo
     )
     .ok();
     assert_bytes(&env.read("new.fs"), &new.0, "newest recovery");
-    assert_eq!(dump(&env, "new.fs", "new.blobs"), new.1);
+    assert_eq!(dump_blobs(&env, "new.fs", "new.blobs"), new.1);
     // and so does the state before it
     env.run(
         &[
@@ -176,7 +152,7 @@ fn a_full_backup_killed_after_its_data_file_is_published_still_recovers_with_blo
     )
     .ok();
     assert_bytes(&env.read("old.fs"), &old.0, "recovery at T1");
-    assert_eq!(dump(&env, "old.fs", "old.blobs"), old.1);
+    assert_eq!(dump_blobs(&env, "old.fs", "old.blobs"), old.1);
     // the next backup repairs the repository
     env.run(
         &["-BQ", "-r", "repo", "-f", "Data.fs", "--blob-dir", "blobs"],
@@ -194,14 +170,14 @@ fn a_full_backup_killed_after_its_data_file_is_published_still_recovers_with_blo
 fn keep_finishes_the_removal_of_a_chain_it_left_half_removed() {
     let env = Env::new();
     let b = ["--blob-dir", "blobs"];
-    write(&env, 1, 6);
+    write_blobs(&env, 1, 6, &[]);
     env.backup(&b, T1);
-    write(&env, 2, 4);
+    write_blobs(&env, 2, 4, &[]);
     env.backup(&b, T2);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
-    write(&env, 3, 3);
+    write_blobs(&env, 3, 3, &[]);
     env.backup(&["-F", "--blob-dir", "blobs"], T3);
-    let want = dump(&env, "Data.fs", "blobs");
+    let want = dump_blobs(&env, "Data.fs", "blobs");
     // what a --keep=1 that failed at the increment leaves
     for ext in ["fs", "dat", "index", "blobs"] {
         std::fs::remove_file(env.repo().join(format!("{T1}.{ext}"))).unwrap();
@@ -238,7 +214,7 @@ fn keep_finishes_the_removal_of_a_chain_it_left_half_removed() {
         LATE,
     )
     .ok();
-    assert_eq!(dump(&env, "out.fs", "out.blobs"), want);
+    assert_eq!(dump_blobs(&env, "out.fs", "out.blobs"), want);
 }
 
 /// An error inspecting the blob store after a committed backup skipped the
@@ -248,10 +224,10 @@ fn keep_finishes_the_removal_of_a_chain_it_left_half_removed() {
 fn an_error_on_the_blob_store_in_the_cleanup_is_a_warning() {
     let env = Env::new();
     let b = ["--blob-dir", "blobs"];
-    write(&env, 1, 6);
+    write_blobs(&env, 1, 6, &[]);
     env.backup(&b, T1);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
-    write(&env, 2, 3);
+    write_blobs(&env, 2, 3, &[]);
     let args = [
         "-B",
         "--keep=1",
@@ -304,9 +280,9 @@ fn an_error_reading_whether_a_list_exists_is_not_a_missing_list() {
         return;
     }
     let env = Env::new();
-    write(&env, 61, 5);
+    write_blobs(&env, 61, 5, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
-    write(&env, 62, 3);
+    write_blobs(&env, 62, 3, &[]);
     let list = format!("repo/{T1}.blobs");
     let mut cmd = Command::new("strace");
     cmd.current_dir(env.root())

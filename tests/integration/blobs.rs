@@ -4,34 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use crate::util::*;
-
-fn blobtool(env: &Env, args: &[&str]) -> Output {
-    let mut c = Command::new(python());
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/blobtool.py"))
-        .args(args)
-        .current_dir(env.root())
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    exec(c)
-}
-
-/// Commit `txns` blob transactions to `Data.fs` with blobs in `blobs/`.
-#[track_caller]
-fn write(env: &Env, seed: u64, txns: u32, extra: &[&str]) {
-    let (s, t) = (seed.to_string(), txns.to_string());
-    let mut args = vec!["write", "Data.fs", "blobs", "--seed", &s, "--txns", &t];
-    args.extend_from_slice(extra);
-    blobtool(env, &args).ok();
-}
-
-/// What ZODB reads: every blob reachable from the root, with its content's
-/// hash; fails when one cannot be read.
-#[track_caller]
-fn dump(env: &Env, fs: &str, dir: &str) -> String {
-    blobtool(env, &["dump", fs, dir]).ok().stdout_str()
-}
 
 /// The committed blob files of a blob directory: `oid tid size`.
 fn files(env: &Env, dir: &str) -> BTreeSet<String> {
@@ -75,7 +49,7 @@ fn save(env: &Env, when: &'static str) -> Saved {
     Saved {
         when,
         data: env.read("Data.fs"),
-        blobs: dump(env, "Data.fs", "blobs"),
+        blobs: dump_blobs(env, "Data.fs", "blobs"),
         files: files(env, "blobs"),
     }
 }
@@ -102,7 +76,7 @@ fn check_recoveries(env: &Env, saved: &[Saved]) {
         )
         .ok();
         assert_bytes(&env.read(&out), &s.data, &format!("Data.fs at {}", s.when));
-        assert_eq!(dump(env, &out, &dir), s.blobs, "blobs at {}", s.when);
+        assert_eq!(dump_blobs(env, &out, &dir), s.blobs, "blobs at {}", s.when);
         assert_eq!(files(env, &dir), s.files, "blob files at {}", s.when);
         assert!(env.path(&format!("{dir}/tmp")).is_dir());
         let py = format!("py{i}.fs");
@@ -114,19 +88,19 @@ fn check_recoveries(env: &Env, saved: &[Saved]) {
 #[test]
 fn blobs_are_backed_up_with_the_data_and_recovered_at_every_date() {
     let env = Env::new();
-    write(&env, 1, 12, &["--big"]);
+    write_blobs(&env, 1, 12, &["--big"]);
     let mut saved = Vec::new();
     env.backup(&["--blob-dir=blobs"], T1);
     saved.push(save(&env, T1));
     let stored = store_files(&env);
     assert_eq!(stored.len(), saved[0].files.len(), "{stored:?}");
     // changes, an undo of a blob change (a new revision pointing back), -Q
-    write(&env, 2, 8, &[]);
+    write_blobs(&env, 2, 8, &[]);
     blobtool(&env, &["undo", "Data.fs", "blobs"]).ok();
     env.backup(&["-Q", "--blob-dir=blobs"], T2);
     saved.push(save(&env, T2));
     // without -Q, gzip
-    write(&env, 3, 6, &[]);
+    write_blobs(&env, 3, 6, &[]);
     env.backup(&["-z", "--blob-dir=blobs"], T3);
     saved.push(save(&env, T3));
     // each revision once in the store
@@ -152,7 +126,7 @@ fn blobs_are_backed_up_with_the_data_and_recovered_at_every_date() {
 #[test]
 fn a_lawn_directory_and_a_first_full_backup_with_z() {
     let env = Env::new();
-    write(&env, 5, 10, &["--layout", "lawn"]);
+    write_blobs(&env, 5, 10, &["--layout", "lawn"]);
     env.backup(&["-F", "-z", "--blob-dir=blobs"], T1);
     let saved = vec![save(&env, T1)];
     check_recoveries(&env, &saved);
@@ -165,7 +139,7 @@ fn a_lawn_directory_and_a_first_full_backup_with_z() {
 #[test]
 fn a_missing_blob_file_is_a_warning_and_stays_missing() {
     let env = Env::new();
-    write(&env, 7, 6, &[]);
+    write_blobs(&env, 7, 6, &[]);
     let gone = files(&env, "blobs").into_iter().next().unwrap();
     let (oid, tid) = {
         let f: Vec<&str> = gone.split(' ').collect();
@@ -247,12 +221,12 @@ fn what_is_not_a_blob_directory_is_refused_before_anything_is_written() {
 #[test]
 fn a_standby_blob_directory_is_brought_forward_and_a_foreign_one_refused() {
     let env = Env::new();
-    write(&env, 11, 10, &[]);
+    write_blobs(&env, 11, 10, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
     let first = save(&env, T1);
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .ok();
-    write(&env, 12, 10, &[]);
+    write_blobs(&env, 12, 10, &[]);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
     env.backup(&["--blob-dir=blobs"], T2);
     let second = save(&env, T2);
@@ -261,7 +235,7 @@ fn a_standby_blob_directory_is_brought_forward_and_a_foreign_one_refused() {
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .ok();
     assert_eq!(files(&env, "sb"), second.files);
-    assert_eq!(dump(&env, "sb.fs", "sb"), second.blobs);
+    assert_eq!(dump_blobs(&env, "sb.fs", "sb"), second.blobs);
     // back to the first date: the same directory goes back too
     env.run(
         &["-R", "-r", "repo", "-D", T1, "-o", "sb.fs", "--blob-dir=sb"],
@@ -283,7 +257,7 @@ fn a_standby_blob_directory_is_brought_forward_and_a_foreign_one_refused() {
     assert_eq!(tree(&env.path("sb")), before);
     // and the source's own blob directory is never taken for a standby
     // of another state when it holds revisions the repository lacks
-    write(&env, 13, 3, &[]);
+    write_blobs(&env, 13, 3, &[]);
     let o = env
         .run(
             &["-R", "-r", "repo", "-o", "x.fs", "--blob-dir=blobs"],
@@ -300,7 +274,7 @@ fn a_standby_blob_directory_is_brought_forward_and_a_foreign_one_refused() {
 #[test]
 fn verify_checks_every_stored_revision() {
     let env = Env::new();
-    write(&env, 21, 10, &[]);
+    write_blobs(&env, 21, 10, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
     env.run(&["-V", "-r", "repo"], LATE).ok();
     let stored: Vec<String> = store_files(&env).into_iter().collect();
@@ -338,12 +312,12 @@ fn verify_checks_every_stored_revision() {
 #[test]
 fn retention_removes_the_revisions_no_chain_refers_to() {
     let env = Env::new();
-    write(&env, 31, 8, &[]);
+    write_blobs(&env, 31, 8, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
-    write(&env, 32, 8, &[]);
+    write_blobs(&env, 32, 8, &[]);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
     env.backup(&["--blob-dir=blobs"], T2);
-    write(&env, 33, 4, &[]);
+    write_blobs(&env, 33, 4, &[]);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
     // --keep 1: only the newest chain's revisions stay
     env.backup(&["-F", "--keep=1", "--blob-dir=blobs"], T3);
@@ -352,12 +326,12 @@ fn retention_removes_the_revisions_no_chain_refers_to() {
     env.run(&["-V", "-r", "repo"], LATE).ok();
     // ZODB's repozo -k removes chains behind our back: our next run
     // removes what only they referred to
-    write(&env, 34, 4, &[]);
+    write_blobs(&env, 34, 4, &[]);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
     env.backup(&["-F", "--blob-dir=blobs"], T4);
     env.py_repozo(&["-B", "-F", "-k", "-r", "repo", "-f", "Data.fs"], T5)
         .ok();
-    write(&env, 35, 3, &[]);
+    write_blobs(&env, 35, 3, &[]);
     env.backup(&["--blob-dir=blobs"], T6);
     let listed = String::from_utf8(env.read(&format!("repo/{T6}.blobs"))).unwrap();
     let listed = listed
@@ -381,11 +355,11 @@ fn retention_removes_the_revisions_no_chain_refers_to() {
 #[test]
 fn a_standby_follows_after_the_chain_it_came_from_is_removed() {
     let env = Env::new();
-    write(&env, 41, 10, &[]);
+    write_blobs(&env, 41, 10, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .ok();
-    write(&env, 42, 10, &[]);
+    write_blobs(&env, 42, 10, &[]);
     blobtool(&env, &["pack", "Data.fs", "blobs"]).ok();
     env.backup(&["--keep=1", "--blob-dir=blobs"], T2);
     assert!(
@@ -397,7 +371,7 @@ fn a_standby_follows_after_the_chain_it_came_from_is_removed() {
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .ok();
     assert_eq!(files(&env, "sb"), now.files);
-    assert_eq!(dump(&env, "sb.fs", "sb"), now.blobs);
+    assert_eq!(dump_blobs(&env, "sb.fs", "sb"), now.blobs);
     // a file the recoveries did not put there is still refused
     let extra = walkdir::WalkDir::new(env.path("blobs"))
         .into_iter()
@@ -421,9 +395,9 @@ fn a_standby_follows_after_the_chain_it_came_from_is_removed() {
 #[test]
 fn a_chain_with_a_backup_without_blobs_is_not_extended_with_blobs() {
     let env = Env::new();
-    write(&env, 51, 6, &[]);
+    write_blobs(&env, 51, 6, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
-    write(&env, 52, 4, &[]);
+    write_blobs(&env, 52, 4, &[]);
     env.backup(&[], T2);
     let o = env.run(&["-V", "-r", "repo"], LATE).fails();
     assert!(
@@ -432,7 +406,7 @@ fn a_chain_with_a_backup_without_blobs_is_not_extended_with_blobs() {
         "{}",
         o.describe()
     );
-    write(&env, 53, 4, &[]);
+    write_blobs(&env, 53, 4, &[]);
     let o = env.backup(&["-v", "--blob-dir=blobs"], T3);
     assert!(
         o.stderr_str().contains("a full backup starts a chain"),

@@ -1,36 +1,9 @@
 //! Review of `--blob-dir` (break-it round): each test reproduces a case
 //! where the blob support failed a promise, and fails before its fix.
 
-use std::path::Path;
 use std::process::Command;
 
 use crate::util::*;
-
-fn blobtool(env: &Env, args: &[&str]) -> Output {
-    let mut c = Command::new(python());
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/blobtool.py"))
-        .args(args)
-        .current_dir(env.root())
-        .env("PYTHONDONTWRITEBYTECODE", "1");
-    exec(c)
-}
-
-/// Commit `txns` blob transactions to `Data.fs` with blobs in `blobs/`.
-#[track_caller]
-fn write(env: &Env, seed: u64, txns: u32) {
-    let (s, t) = (seed.to_string(), txns.to_string());
-    blobtool(
-        env,
-        &["write", "Data.fs", "blobs", "--seed", &s, "--txns", &t],
-    )
-    .ok();
-}
-
-/// What ZODB reads of the blobs reachable from the root.
-#[track_caller]
-fn dump(env: &Env, fs: &str, dir: &str) -> String {
-    blobtool(env, &["dump", fs, dir]).ok().stdout_str()
-}
 
 /// The committed blob files of a blob directory: `oid tid size`.
 fn files(env: &Env, dir: &str) -> String {
@@ -54,15 +27,15 @@ fn have_strace() -> bool {
 #[test]
 fn a_first_recovery_stopped_before_its_layout_is_completed_by_the_next() {
     let env = Env::new();
-    write(&env, 11, 6);
+    write_blobs(&env, 11, 6, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
-    let want = (dump(&env, "Data.fs", "blobs"), files(&env, "blobs"));
+    let want = (dump_blobs(&env, "Data.fs", "blobs"), files(&env, "blobs"));
     // the state a kill leaves (as strace -e inject=write:signal=KILL:when=1)
     std::fs::create_dir_all(env.path("sb/tmp")).unwrap();
     env.write("sb/.repozo-tmp-1-0-00000000", b"");
     env.run(&["-R", "-r", "repo", "-o", "sb.fs", "--blob-dir=sb"], LATE)
         .ok();
-    assert_eq!((dump(&env, "sb.fs", "sb"), files(&env, "sb")), want);
+    assert_eq!((dump_blobs(&env, "sb.fs", "sb"), files(&env, "sb")), want);
     assert!(!env.exists("sb/.repozo-tmp-1-0-00000000"));
     // and with a real kill, when strace is there
     if have_strace() {
@@ -79,7 +52,7 @@ fn a_first_recovery_stopped_before_its_layout_is_completed_by_the_next() {
             env.run(&["-R", "-r", "repo", "-o", "sk.fs", "--blob-dir=sk"], LATE)
                 .ok();
             assert_eq!(
-                (dump(&env, "sk.fs", "sk"), files(&env, "sk")),
+                (dump_blobs(&env, "sk.fs", "sk"), files(&env, "sk")),
                 want,
                 "{call}"
             );
@@ -119,7 +92,7 @@ fn a_first_recovery_stopped_before_its_layout_is_completed_by_the_next() {
 #[test]
 fn absurd_sizes_in_a_blob_list_never_overflow() {
     let env = Env::new();
-    write(&env, 11, 3);
+    write_blobs(&env, 11, 3, &[]);
     env.backup(&["--blob-dir=blobs"], T1);
     let max = u64::MAX;
     env.write(
@@ -154,7 +127,7 @@ fn revisions_left_by_a_killed_backup_are_made_durable_before_a_list_names_them()
         return;
     }
     let env = Env::new();
-    write(&env, 1, 6);
+    write_blobs(&env, 1, 6, &[]);
     let mut cmd = Command::new("strace");
     cmd.current_dir(env.root())
         .env("REPOZO_TEST_NOW", T1)

@@ -771,3 +771,32 @@ pub fn data_records(data: &[u8], t: Txn) -> Vec<usize> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Blob directories: `tests/py/blobtool.py` (ZODB 6.4 with a blob directory)
+
+/// `blobtool.py ARGS` in `env`.
+pub fn blobtool(env: &Env, args: &[&str]) -> Output {
+    let mut c = Command::new(python());
+    c.arg(py_script("blobtool.py"))
+        .args(args)
+        .current_dir(env.root())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    exec(c)
+}
+
+/// Commit `txns` blob transactions to `Data.fs` with blobs in `blobs/`.
+#[track_caller]
+pub fn write_blobs(env: &Env, seed: u64, txns: u32, extra: &[&str]) {
+    let (s, t) = (seed.to_string(), txns.to_string());
+    let mut args = vec!["write", "Data.fs", "blobs", "--seed", &s, "--txns", &t];
+    args.extend_from_slice(extra);
+    blobtool(env, &args).ok();
+}
+
+/// What ZODB reads: every blob reachable from the root, with its
+/// content's hash; fails when one cannot be read.
+#[track_caller]
+pub fn dump_blobs(env: &Env, fs: &str, dir: &str) -> String {
+    blobtool(env, &["dump", fs, dir]).ok().stdout_str()
+}
