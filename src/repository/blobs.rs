@@ -375,11 +375,12 @@ impl Repository {
 
     fn try_collect_blobs(&self, log: &Log) -> Result<u64> {
         let store = self.path(STORE);
-        match std::fs::symlink_metadata(&store) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        // without a store (no blob stored yet) the dead lists still go
+        let have_store = match std::fs::symlink_metadata(&store) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io("inspect", &store, e)),
-            Ok(_) => {}
-        }
+            Ok(_) => true,
+        };
         let listing = self.list()?;
         let live: std::collections::HashSet<Stamp> =
             listing.files.iter().map(|f| f.name.stamp).collect();
@@ -399,7 +400,8 @@ impl Repository {
             }
         }
         let (mut removed, mut freed) = (0u64, 0u64);
-        for e in walkdir::WalkDir::new(&store).min_depth(2).max_depth(2) {
+        let walk = have_store.then(|| walkdir::WalkDir::new(&store).min_depth(2).max_depth(2));
+        for e in walk.into_iter().flatten() {
             let e = e.map_err(|e| {
                 let p = e.path().unwrap_or(&store).to_path_buf();
                 Error::io("list", &p, e.into())

@@ -418,3 +418,23 @@ fn a_chain_with_a_backup_without_blobs_is_not_extended_with_blobs() {
     let saved = vec![save(&env, T3)];
     check_recoveries(&env, &saved);
 }
+
+/// Blob lists of removed chains go even when no blob was ever stored (a
+/// database whose blob directory is still empty): found by the randomized
+/// suite (seed 15), where `-F -k --blob-dir` left the old lists behind.
+#[test]
+fn lists_of_removed_chains_go_without_a_store() {
+    let env = Env::with_db(71, 3);
+    std::fs::create_dir(env.path("blobs")).unwrap();
+    env.write("blobs/.layout", b"bushy");
+    env.backup(&["--blob-dir=blobs"], T1);
+    assert!(env.exists(&format!("repo/{T1}.blobs")));
+    assert!(!env.exists("repo/blobs"));
+    env.backup(&["-F", "-k", "--blob-dir=blobs"], T2);
+    let lists: Vec<String> = env
+        .repo_names()
+        .into_iter()
+        .filter(|n| n.ends_with(".blobs"))
+        .collect();
+    assert_eq!(lists, [format!("{T2}.blobs")], "{:?}", env.repo_names());
+}

@@ -655,8 +655,14 @@ class MonteCarlo:
             flags.remove('Q')
             self.note('(-Q dropped: ZODB bug after an empty increment)')
 
-        # What must happen.
+        with_blobs = (self.blob_mode and tool == 'ours'
+                      and self.brng.random() < 0.92)
+        # What must happen. With --blob-dir, a chain with a backup that
+        # lists no blobs is never extended: a full backup starts a chain
+        # whose blobs recover (even with nothing committed since).
         if 'F' in flags or not chain or not prefix_ok:
+            want = 'full'
+        elif with_blobs and any(not s.blob_list for s in chain):
             want = 'full'
         elif self.committed > chain_end:
             want = 'inc'
@@ -672,8 +678,6 @@ class MonteCarlo:
         now = fmt(self.now)
 
         argv = spell(rng, 'B', flags, {'r': self.repo, 'f': self.src.path})
-        with_blobs = (self.blob_mode and tool == 'ours'
-                      and self.brng.random() < 0.92)
         if with_blobs:
             argv += ['--blob-dir', self.src.blob_dir]
             self.stats['blob backups'] += 1
@@ -786,7 +790,16 @@ class MonteCarlo:
             flags.append('v')
         argv = spell(rng, 'V', flags, {'r': self.repo})
         res = self.tools.ours(argv, LATE)
-        if res.rc != 0:
+        chain = self.chain()
+        mixed = (any(s.blob_list for s in chain)
+                 and not all(s.blob_list for s in chain))
+        if mixed:
+            # a chain that lists blobs with a backup that lists none: that
+            # backup's blobs cannot be recovered, which our -V reports
+            if res.rc == 0 or 'was made without --blob-dir' not in res.err:
+                raise Failure('our -V passed a chain with a backup without '
+                              'its blob list\n' + res.describe())
+        elif res.rc != 0:
             raise Failure('our -V failed\n' + res.describe())
         # ZODB's -V reads the .dat of the newest full backup: every chain
         # here is verifiable by it.
