@@ -12,6 +12,8 @@
 //! 2026-11-20-01-00-00.index     ZODB's oid index as of that backup
 //! 2026-11-21-01-00-00.deltafs   increment: the bytes appended since
 //! 2026-11-21-01-00-00.index
+//! 2026-11-21-01-00-00.blobs     with --blob-dir: the blob revisions its range refers to
+//! blobs/                        with --blob-dir: each blob revision, stored once
 //! ```
 //!
 //! With `-z` the data files are gzip streams named `.fsz` / `.deltafsz`.
@@ -19,7 +21,8 @@
 //! `<repository>/<name> <start> <end> <md5>`, the md5 of the uncompressed
 //! bytes. Recovery concatenates the newest chain started at or before a
 //! date (a full backup, or a `.dat` whose full backup must then be there)
-//! with its increments up to that date.
+//! with its increments up to that date; with `--blob-dir` it also writes
+//! the blob directory that goes with it ([`command::recover_blobs`]).
 //!
 //! # Layers
 //!
