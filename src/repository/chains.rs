@@ -249,7 +249,7 @@ impl Repository {
         self.resolve_in(&listing, until, log)
     }
 
-    /// [`resolve`] over a listing already made. Every file the `.dat` lists up
+    /// [`Repository::resolve`] over a listing already made. Every file the `.dat` lists up
     /// to `until` must be present, the full backup included: a chain missing a
     /// listed file is an error, never a reason to use an older chain.
     pub fn resolve_in(

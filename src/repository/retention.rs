@@ -16,7 +16,7 @@ use crate::repository::Repository;
 impl Repository {
     /// `--keep N`: keep the N newest full backups with everything after them;
     /// remove the data files, `.dat` and `.index` of every older chain (see
-    /// [`remove_chains_before`]). The chain just written to is the newest, so
+    /// [`Repository::remove_chains_before`]). The chain just written to is the newest, so
     /// it is always kept. Best effort, after a committed backup: a failure is a
     /// warning and the next run with `--keep` tries again. Returns the bytes
     /// freed.
@@ -152,7 +152,7 @@ impl Repository {
     /// `-k`: after a full backup stamped `keep`, remove every older chain and
     /// stray increment with its `.dat` and `.index` files, and the files set
     /// aside before it. Best effort (the backup is committed): see
-    /// [`remove_chains_before`].
+    /// [`Repository::remove_chains_before`].
     pub fn delete_old_backups(&self, keep: &DataName, log: &Log) {
         log.note(format_args!(
             "removing the backups older than {} (-k)",
@@ -164,7 +164,7 @@ impl Repository {
     /// Remove every chain whose head is stamped before `before` (its `.dat`,
     /// its data files, wherever their stamps fall, and their `.index` files),
     /// the increments stamped before every chain, and what is left of chains
-    /// removed before (see [`prune_leftovers`]). The repository is listed now, after any
+    /// removed before (see [`Repository::prune_leftovers`]). The repository is listed now, after any
     /// orphan was set aside. A chain's `.dat` goes first; when it cannot be
     /// removed, the chain's files stay with it, whole. An `.index` whose stamp
     /// a data file that stays also has is that file's and stays. Best effort,
@@ -253,7 +253,7 @@ impl Repository {
     /// `*.orphaned` stamped before `before`, and `.index` files stamped before
     /// `before` that no data file that stays has the stamp of (left by a run
     /// that could not finish removing). Best effort, like
-    /// [`remove_chains_before`]. Returns the bytes freed.
+    /// [`Repository::remove_chains_before`]. Returns the bytes freed.
     pub fn prune_leftovers(
         &self,
         before: Stamp,
