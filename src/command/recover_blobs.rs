@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::format::blob::{self, Layout};
 use crate::io::durable::{self, TempFile};
-use crate::io::md5::{self, Md5};
 use crate::io::{copy, read};
 use crate::log::Log;
 use crate::repository::chains::Resolved;
@@ -357,9 +356,7 @@ fn matches(p: &Path, size: u64, sum: &str) -> Result<bool> {
     if std::fs::metadata(p).ctx("inspect", p)?.len() != size {
         return Ok(false);
     }
-    let mut m = Md5::new();
-    read::stream_data(p, false, Some(&mut m), None)?;
-    Ok(md5::hex(&m.finalize()) == sum)
+    Ok(read::md5_file(p)? == sum)
 }
 
 /// Copy the stored revision into place at `dest` (through a temporary

@@ -8,6 +8,11 @@
 //! (`lawn`: `0x012a`); names are ZODB's `oid_repr` (hex without leading
 //! zeros, an even number of digits).
 
+use crate::format::pickle::{
+    BINPUT, BINUNICODE, FRAME, GLOBAL, LONG_BINPUT, MEMOIZE, PROTO, PUT, SHORT_BINUNICODE,
+    STACK_GLOBAL, STOP,
+};
+
 /// A blob directory's layout, as its `.layout` file names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -77,18 +82,6 @@ pub fn parse_repr(s: &str) -> Option<u64> {
     }
     u64::from_str_radix(hex, 16).ok()
 }
-
-const PROTO: u8 = 0x80;
-const FRAME: u8 = 0x95;
-const GLOBAL: u8 = b'c';
-const SHORT_BINUNICODE: u8 = 0x8c;
-const BINUNICODE: u8 = b'X';
-const STACK_GLOBAL: u8 = 0x93;
-const MEMOIZE: u8 = 0x94;
-const BINPUT: u8 = b'q';
-const LONG_BINPUT: u8 = b'r';
-const PUT: u8 = b'p';
-const STOP: u8 = b'.';
 
 /// Whether a data record's pickle (`p`, its first bytes at least) is a
 /// blob record: ZODB's `is_blob_record`, whose first pickle (the class)

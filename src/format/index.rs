@@ -10,6 +10,7 @@
 //! [`Index::write_to`] produces byte for byte. [`Index::read_from`] also
 //! reads protocol 2 and memoizing writers.
 
+use crate::format::pickle::*;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read, Write};
 
@@ -249,36 +250,6 @@ impl Index {
         Ok(())
     }
 }
-
-// Pickle opcodes used by fsIndex files.
-const PROTO: u8 = 0x80;
-const STOP: u8 = b'.';
-const NONE: u8 = b'N';
-const BININT: u8 = b'J';
-const BININT1: u8 = b'K';
-const BININT2: u8 = b'M';
-const LONG1: u8 = 0x8a;
-const SHORT_BINBYTES: u8 = b'C';
-const BINBYTES: u8 = b'B';
-const SHORT_BINSTRING: u8 = b'U';
-const BINSTRING: u8 = b'T';
-const BINUNICODE: u8 = b'X';
-const SHORT_BINUNICODE: u8 = 0x8c;
-const TUPLE2: u8 = 0x86;
-const TUPLE1: u8 = 0x85;
-const EMPTY_TUPLE: u8 = b')';
-const GLOBAL: u8 = b'c';
-const REDUCE: u8 = b'R';
-const TUPLE: u8 = b't';
-const MARK: u8 = b'(';
-const BINPUT: u8 = b'q';
-const LONG_BINPUT: u8 = b'r';
-const BINGET: u8 = b'h';
-const LONG_BINGET: u8 = b'j';
-const MEMOIZE: u8 = 0x94;
-const FRAME: u8 = 0x95;
-const NEWTRUE: u8 = 0x88;
-const NEWFALSE: u8 = 0x89;
 
 /// Python pickle's `save_long` for a non-negative integer.
 fn put_int(out: &mut Vec<u8>, n: u64) {

@@ -6,4 +6,5 @@ pub mod blob;
 pub mod dat;
 pub mod filestorage;
 pub mod index;
+pub mod pickle;
 pub mod stamp;

@@ -221,6 +221,13 @@ pub fn md5_range(src: &File, path: &Path, start: u64, len: u64) -> Result<String
     Ok(hex(&md5.finalize()))
 }
 
+/// md5 hex of the whole file at `path` (a blob revision).
+pub fn md5_file(path: &Path) -> Result<String> {
+    let mut md5 = Md5::new();
+    stream_data(path, false, Some(&mut md5), None)?;
+    Ok(hex(&md5.finalize()))
+}
+
 /// Open a repository data file for reading its uncompressed bytes.
 pub fn open_data(path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;

@@ -18,7 +18,6 @@ use crate::format::blob::{BlobList, Layout, ListedBlob};
 use crate::format::filestorage::BlobRecord;
 use crate::format::stamp::Stamp;
 use crate::io::durable::{self, TempFile};
-use crate::io::md5::{self, Md5};
 use crate::io::{copy, read};
 use crate::log::Log;
 use crate::repository::chains::Listing;
@@ -116,17 +115,10 @@ impl Repository {
         // first what each revision needs, then the copies, on two cores
         let mut blobs = Vec::with_capacity(records.len());
         let mut to_copy: Vec<(usize, PathBuf, PathBuf, u64)> = Vec::new();
-        let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
         // a stored revision that no committed list names was reused
         let mut unlisted = false;
+        // (a revision is one record of one transaction: each comes once)
         for r in records {
-            if let Some(&i) = seen.get(&(r.oid, r.tid)) {
-                // listed twice in the range: the same file
-                let b: &ListedBlob = &blobs[i];
-                blobs.push(b.clone());
-                continue;
-            }
-            seen.insert((r.oid, r.tid), blobs.len());
             let src = blob_dir.join(layout.revision_path(r.oid, r.tid));
             let stored = self.stored_blob(r.oid, r.tid);
             let src_len = match std::fs::metadata(&src) {
@@ -151,7 +143,7 @@ impl Repository {
                         // makes its renames durable
                         _ => {
                             unlisted = true;
-                            Some((have, md5_of(&stored)?))
+                            Some((have, read::md5_file(&stored)?))
                         }
                     }
                 }
@@ -207,14 +199,6 @@ impl Repository {
             }
             self.settle(pending)?;
         }
-        // a revision listed twice copies its entry from the first
-        for i in 0..blobs.len() {
-            let key = (blobs[i].oid, blobs[i].tid);
-            let first = seen[&key];
-            if first != i {
-                blobs[i].file = blobs[first].file.clone();
-            }
-        }
         log.note(format_args!(
             "blobs: {} revision(s) in the range, {copied} new ({copied_bytes} bytes copied)",
             blobs.len()
@@ -245,13 +229,6 @@ fn copy_blob(src: &Path, tmp: &TempFile) -> Result<(u64, String)> {
     let len = f.metadata().ctx("stat", src)?.len();
     let sum = copy::copy_file_md5(&f, src, len, tmp.as_file(), tmp.path())?;
     Ok((len, sum))
-}
-
-/// The md5 of a file.
-fn md5_of(path: &Path) -> Result<String> {
-    let mut m = Md5::new();
-    read::stream_data(path, false, Some(&mut m), None)?;
-    Ok(md5::hex(&m.finalize()))
 }
 
 impl Repository {
@@ -305,7 +282,7 @@ impl Repository {
                 }
                 bytes += size;
                 if !quick {
-                    match md5_of(&p) {
+                    match read::md5_file(&p) {
                         Ok(got) if got == sum => {}
                         Ok(got) => bad.push(format!("{} has md5 {got}, expected {sum}", what())),
                         Err(e) => bad.push(format!("{}: {e}", what())),
