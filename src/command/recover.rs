@@ -131,12 +131,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
                 Some(dir) => Some(recover_blobs::recover_blobs(repo, &chain, dir, log)?),
                 None => {
                     let last = &chain.files.last().expect("a chain is never empty").file;
-                    if repo
-                        .read_blob_list(last.name.stamp)
-                        .ok()
-                        .flatten()
-                        .is_some()
-                    {
+                    if repo.has_blob_list(last.name.stamp).unwrap_or(false) {
                         log.note(format_args!(
                             "the backups hold blobs, which were not recovered (no --blob-dir)"
                         ));
