@@ -125,6 +125,14 @@ Beyond ZODB's repozo (long options only, but -L):
         with their increments, .dat and .index files, and remove older
         chains.
 
+    --prune-index
+        With -B: keep only the .index files that save a rescan: the one
+        of each chain's full backup and the newest. Older increments'
+        .index files are removed as new increments land; recovery to
+        their dates rebuilds FILE.index byte for byte. (ZODB's repozo
+        recovers such a date without FILE.index; ZODB rebuilds it when it
+        opens the file.)
+
     --max-age=DURATION
         With -V: also fail when the newest backup is older than DURATION
         (a number with s, m, h, d or w: 26h, 2d), or stamped more than an
@@ -203,7 +211,15 @@ const LONG: &[&str] = &[
 ];
 
 /// Long options of ours, beyond repozo's.
-const EXTRA_LONG: &[&str] = &["list", "json", "keep=", "max-age=", "version", "blob-dir="];
+const EXTRA_LONG: &[&str] = &[
+    "list",
+    "json",
+    "keep=",
+    "max-age=",
+    "version",
+    "blob-dir=",
+    "prune-index",
+];
 
 /// Short option letters; those followed by `:` take a value (`L` is ours).
 const SHORT: &str = "BRVvhr:f:FQzkD:o:wL";
@@ -353,6 +369,7 @@ where
     let mut max_age: Option<u64> = None;
     let mut json = false;
     let mut blob_dir: Option<PathBuf> = None;
+    let mut prune_index = false;
     for (opt, value) in opts {
         let mut set_mode = |m: Mode| -> Result<()> {
             if mode.is_some() {
@@ -385,6 +402,7 @@ where
             "version" => return Ok(Command::Version),
             "list" => set_mode(Mode::List)?,
             "json" => json = true,
+            "prune-index" => prune_index = true,
             "blob-dir" => {
                 blob_dir = value
                     .map(PathBuf::from)
@@ -429,6 +447,9 @@ where
     let mut ignored = Vec::new();
     if mode != Mode::Backup && keep.is_some() {
         ignored.push("--keep option is ignored outside backup mode");
+    }
+    if mode != Mode::Backup && prune_index {
+        ignored.push("--prune-index option is ignored outside backup mode");
     }
     if mode != Mode::Verify && max_age.is_some() {
         ignored.push("--max-age option is ignored outside verify mode");
@@ -476,6 +497,7 @@ where
                 kill_old,
                 keep,
                 blob_dir,
+                prune_index,
             })
         }
         Mode::Recover => {

@@ -58,6 +58,9 @@ pub struct BackupOptions {
     pub keep: Option<usize>,
     /// `--blob-dir`: the source's blob directory, backed up with it.
     pub blob_dir: Option<PathBuf>,
+    /// `--prune-index`: keep only the `.index` of the newest chain's full
+    /// backup and of its newest increment.
+    pub prune_index: bool,
 }
 
 /// What a backup did.
@@ -112,6 +115,12 @@ pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     // the backup is committed: what follows is best effort
     if let Some(n) = opts.keep {
         repo.retain(n, log);
+    }
+    if opts.prune_index {
+        let (n, freed) = repo.prune_indexes(log);
+        log.note(format_args!(
+            "--prune-index: removed {n} older increment .index file(s), {freed} bytes freed"
+        ));
     }
     repo.collect_blobs(log);
     Ok(outcome)

@@ -41,6 +41,8 @@ pub struct FileReport {
     /// The blob revisions its range refers to and their bytes, from its
     /// blob list (a backup made with `--blob-dir`).
     pub blobs: Option<(u64, u64)>,
+    /// Size of its `.index`, when there is one.
+    pub index_size: Option<u64>,
 }
 
 impl FileReport {
@@ -65,6 +67,17 @@ impl ChainReport {
     /// Bytes on disk of the chain's data files.
     pub fn size(&self) -> u64 {
         self.files.iter().filter_map(|f| f.size_on_disk).sum()
+    }
+
+    /// Bytes on disk of the chain's `.index` files (one per stamp: a `.fs`
+    /// and a `.fsz` with one stamp share it).
+    pub fn index_size(&self) -> u64 {
+        let mut seen = BTreeSet::new();
+        self.files
+            .iter()
+            .filter(|f| seen.insert(f.stamp))
+            .filter_map(|f| f.index_size)
+            .sum()
     }
 }
 
@@ -91,6 +104,12 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
         out.push(describe_chain(repo, g.head, &g.files)?);
     }
     for f in out.iter_mut().flat_map(|c| c.files.iter_mut()) {
+        f.index_size = DataName::parse(&f.name).and_then(|n| {
+            std::fs::symlink_metadata(repo.path(&n.index_name()))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        });
         f.blobs = match repo.read_blob_list(f.stamp) {
             Ok(Some(l)) => {
                 let sizes: Vec<u64> = l
@@ -122,6 +141,7 @@ fn report_unlisted(f: &DataFile) -> FileReport {
         size_ok: None,
         listed: false,
         blobs: None,
+        index_size: None,
     }
 }
 
@@ -200,6 +220,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
             size_ok,
             listed: true,
             blobs: None,
+            index_size: None,
         };
         if line.start != expected {
             report.problems.push(format!(
@@ -273,10 +294,11 @@ pub fn to_text(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
         };
         let _ = writeln!(
             s,
-            "chain {}: {} files, {} bytes on disk, {dates} [{status}]",
+            "chain {}: {} files, {} bytes of data, {} bytes of .index, {dates} [{status}]",
             c.head,
             c.files.len(),
-            c.size()
+            c.size(),
+            c.index_size()
         );
         for f in &c.files {
             let kind = match (f.full, f.gzip) {
@@ -304,9 +326,13 @@ pub fn to_text(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
                 .blobs
                 .map(|(n, b)| format!("  blobs: {n} ({b} bytes)"))
                 .unwrap_or_default();
+            let index = match f.index_size {
+                Some(n) => format!(".index {n} bytes"),
+                None => "no .index".into(),
+            };
             let _ = writeln!(
                 s,
-                "  {}  {kind:<16}  {range:<24}  {disk:<16}  {check}{blobs}",
+                "  {}  {kind:<16}  {range:<24}  {disk:<16}  {index:<20}  {check}{blobs}",
                 f.name
             );
         }
@@ -356,7 +382,7 @@ pub fn to_json(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
             .iter()
             .map(|f| {
                 format!(
-                    "{{\"name\": {}, \"stamp\": {}, \"kind\": {}, \"gzip\": {}, \"start\": {}, \"end\": {}, \"size_on_disk\": {}, \"present\": {}, \"size_ok\": {}, \"listed\": {}, \"blobs\": {}, \"blob_bytes\": {}}}",
+                    "{{\"name\": {}, \"stamp\": {}, \"kind\": {}, \"gzip\": {}, \"start\": {}, \"end\": {}, \"size_on_disk\": {}, \"present\": {}, \"size_ok\": {}, \"listed\": {}, \"index_size\": {}, \"blobs\": {}, \"blob_bytes\": {}}}",
                     json_str(&f.name),
                     json_str(&f.stamp.to_string()),
                     json_str(if f.full { "full" } else { "incremental" }),
@@ -367,6 +393,7 @@ pub fn to_json(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
                     f.present(),
                     json_opt(f.size_ok),
                     f.listed,
+                    json_opt(f.index_size),
                     json_opt(f.blobs.map(|b| b.0)),
                     json_opt(f.blobs.map(|b| b.1))
                 )
@@ -380,11 +407,12 @@ pub fn to_json(chains: &[ChainReport], store: Option<(u64, u64)>) -> String {
         let problems: Vec<String> = c.problems.iter().map(|p| json_str(p)).collect();
         let _ = write!(
             s,
-            "{{\"head\": {}, \"has_dat\": {}, \"ok\": {}, \"size\": {}, \"recoverable\": [{}], \"problems\": [{}], \"files\": [{}]}}",
+            "{{\"head\": {}, \"has_dat\": {}, \"ok\": {}, \"size\": {}, \"index_size\": {}, \"recoverable\": [{}], \"problems\": [{}], \"files\": [{}]}}",
             json_str(&c.head.to_string()),
             c.has_dat,
             c.problems.is_empty(),
             c.size(),
+            c.index_size(),
             dates.join(", "),
             problems.join(", "),
             files.join(", ")

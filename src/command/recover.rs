@@ -175,60 +175,190 @@ fn to_stream(
     Ok(r)
 }
 
-/// The chain's last `.index`, copied into a temporary file beside `out`,
-/// ready to be published as `FILE.index`.
+/// Where `FILE.index` comes from.
+enum IndexPlan {
+    /// The chain's last `.index`, read before anything is written.
+    Copy { bytes: Vec<u8>, from: PathBuf },
+    /// The chain's last `.index` is missing (removed by `--prune-index`,
+    /// or lost): rebuilt once the data is written, see [`rebuild_index`].
+    Rebuild { missing: PathBuf },
+}
+
+/// Read the chain's last `.index`, or plan to rebuild it.
+fn plan_index(repo: &Repository, chain: &Resolved) -> Result<IndexPlan> {
+    let last = &chain.files.last().expect("a chain is never empty").file;
+    let from = repo.index_path(last);
+    match fs::read(&from) {
+        Ok(bytes) => Ok(IndexPlan::Copy { bytes, from }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexPlan::Rebuild { missing: from }),
+        Err(e) => Err(Error::io("read", &from, e)),
+    }
+}
+
+/// `FILE.index` for the recovered `data` (the output's bytes, at
+/// `data_path`), in a temporary file beside `out`, synced, ready to be
+/// published: the chain's last `.index` as it is, or one rebuilt. A
+/// rebuild that cannot be done leaves the output without `FILE.index`,
+/// with a warning, as ZODB's repozo leaves it when the `.index` is
+/// missing (ZODB rebuilds it when it opens the file). Returns the file and
+/// what it was made from, for the log.
 fn prepare_index(
     repo: &Repository,
     chain: &Resolved,
+    plan: IndexPlan,
+    (data, data_path): (&File, &Path),
     out: &Path,
     log: &Log,
-) -> Result<(Option<TempFile>, PathBuf, PathBuf)> {
-    let last = &chain.files.last().expect("a chain is never empty").file;
-    let src_index = repo.index_path(last);
-    let mut index_name = out.as_os_str().to_owned();
-    index_name.push(".index");
-    let target_index = PathBuf::from(index_name);
-    let new_index = match fs::read(&src_index) {
-        Ok(bytes) => {
-            let dir = parent_dir(out);
-            let mut t = TempFile::new_in(&dir)?;
-            let tp = t.path().to_path_buf();
-            t.file().write_all(&bytes).ctx("write", &tp)?;
-            t.file().sync_all().ctx("fsync", &tp)?;
-            Some(t)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            log.note(format_args!(
-                "No index file to restore: {}",
-                src_index.display()
-            ));
-            None
-        }
-        Err(e) => return Err(Error::io("read", &src_index, e)),
+) -> Result<Option<(TempFile, String)>> {
+    let (bytes, how) = match plan {
+        IndexPlan::Copy { bytes, from } => (bytes, format!("{}", from.display())),
+        IndexPlan::Rebuild { missing } => match rebuild_index(repo, chain, data, data_path, log)? {
+            Ok((bytes, how)) => (bytes, how),
+            Err(why) => {
+                log.note(format_args!(
+                    "No index file to restore: {}",
+                    missing.display()
+                ));
+                log.warn(format_args!(
+                    "{} was recovered without {}.index: the backup's {} is missing and \
+                         could not be rebuilt ({why}); ZODB rebuilds it when it opens the file",
+                    out.display(),
+                    out.display(),
+                    missing.display()
+                ));
+                return Ok(None);
+            }
+        },
     };
-    Ok((new_index, src_index, target_index))
+    let mut t = TempFile::new_in(&parent_dir(out))?;
+    let tp = t.path().to_path_buf();
+    t.file().write_all(&bytes).ctx("write", &tp)?;
+    t.file().sync_all().ctx("fsync", &tp)?;
+    Ok(Some((t, how)))
+}
+
+/// Rebuild the `.index` the chain's last backup would have had: the
+/// nearest older `.index` of the chain that is valid exactly up to the end
+/// of its backup file and agrees with the data (ZODB's sanity check), plus
+/// a scan of the recovered bytes after it; with none, a scan of all of
+/// them. Written as ZODB's `fsIndex.save` writes it, so the bytes are
+/// those of the `.index` the backup wrote. `Ok(Err(why))` when the data
+/// does not allow it (not FileStorage data, or committed data ending
+/// before the chain does); an error reading the output is an error.
+fn rebuild_index(
+    repo: &Repository,
+    chain: &Resolved,
+    data: &File,
+    data_path: &Path,
+    log: &Log,
+) -> Result<std::result::Result<(Vec<u8>, String), String>> {
+    use crate::format::filestorage;
+    use crate::format::index::Index;
+    let end = if chain.has_dat {
+        chain_bytes(&chain.files)
+    } else {
+        data.metadata().ctx("stat", data_path)?.len()
+    };
+    // the ends of the chain's files, from the .dat (none without one)
+    let mut ends = Vec::new();
+    let mut at = 0u64;
+    for cf in &chain.files {
+        match &cf.line {
+            Some(l) if chain.has_dat && l.start == at => {
+                at = l.end;
+                ends.push(Some(at));
+            }
+            _ => ends.push(None),
+        }
+    }
+    let mut base: Option<(u64, Index, String, usize)> = None;
+    for i in (0..chain.files.len().saturating_sub(1)).rev() {
+        let Some(file_end) = ends[i] else { continue };
+        let p = repo.index_path(&chain.files[i].file);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                log.note(format_args!("not using {}: {e}", p.display()));
+                continue;
+            }
+        };
+        let why = match Index::read_from(io::BufReader::with_capacity(buf::CHUNK, f)) {
+            Ok((pos, _)) if pos != file_end => {
+                format!("it is valid up to {pos}, its backup ends at {file_end}")
+            }
+            Ok((pos, index)) if filestorage::index_is_sane(data, end, &index, pos) => {
+                base = Some((
+                    pos,
+                    index,
+                    p.display().to_string(),
+                    chain.files.len() - 1 - i,
+                ));
+                break;
+            }
+            Ok(_) => "it does not match the recovered data".to_string(),
+            Err(e) => e,
+        };
+        log.note(format_args!("not using {}: {why}", p.display()));
+    }
+    let (start, index, how) = match base {
+        Some((pos, index, name, n)) => {
+            (pos, index, format!("{name} and {n} increment(s) after it"))
+        }
+        None => {
+            match filestorage::check_magic(data, end, data_path) {
+                Ok(()) => {}
+                // reading the recovered data failed: an error, not a reason
+                Err(e @ Error::Io { .. }) => return Err(e),
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+            (4, Index::new(), "a scan of the whole file".to_string())
+        }
+    };
+    let scan = match filestorage::scan_from(data, data_path, end, start, index, None) {
+        Ok(s) => s,
+        // reading the recovered data failed: an error, not a reason
+        Err(e @ Error::Io { .. }) => return Err(e),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if scan.end != end {
+        return Ok(Err(format!(
+            "its committed data ends at {}, the backup at {end}",
+            scan.end
+        )));
+    }
+    let mut bytes = Vec::new();
+    scan.index
+        .write_to(end, &mut bytes)
+        .ctx("write", data_path)?;
+    Ok(Ok((bytes, format!("rebuilt from {how}"))))
 }
 
 /// Put the prepared index in place as `FILE.index` (after FILE itself),
 /// then make both renames durable. Returns whether there was an index.
 fn publish_index(
-    new_index: Option<TempFile>,
-    src_index: &Path,
+    new_index: Option<(TempFile, String)>,
     target_index: &Path,
     out: &Path,
     log: &Log,
 ) -> Result<bool> {
     let index = new_index.is_some();
-    if let Some(t) = new_index {
+    if let Some((t, how)) = new_index {
         log.note(format_args!(
-            "Restoring index file {} to {}",
-            src_index.display(),
+            "Restoring index file {how} to {}",
             target_index.display()
         ));
         t.publish(target_index, true)?;
     }
     durable::sync_parent(out)?;
     Ok(index)
+}
+
+/// `FILE.index`.
+fn index_beside(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".index");
+    PathBuf::from(name)
 }
 
 fn remove_if_present(p: &Path) -> Result<()> {
@@ -561,7 +691,8 @@ fn recover_incrementally(
     truncate: bool,
     log: &Log,
 ) -> Result<Recovered> {
-    let (new_index, src_index, target_index) = prepare_index(repo, chain, out, log)?;
+    let plan = plan_index(repo, chain)?;
+    let target_index = index_beside(out);
     let missing = &chain.files[k..];
     if missing.is_empty() && !truncate {
         log.note(format_args!("{} is already up to date", out.display()));
@@ -625,7 +756,8 @@ fn recover_incrementally(
         let _ = file.sync_all();
         return Err(e);
     }
-    let index = publish_index(new_index, &src_index, &target_index, out, log)?;
+    let new_index = prepare_index(repo, chain, plan, (&file, out), out, log)?;
+    let index = publish_index(new_index, &target_index, out, log)?;
     log.note(format_args!(
         "appended {bytes} bytes; {} is complete",
         out.display()
@@ -665,6 +797,7 @@ fn recover_to_file(
         }
     }
     check_free_space(chain, out)?;
+    let plan = plan_index(repo, chain)?;
     let mut part_name = out.as_os_str().to_owned();
     part_name.push(".part");
     let mut part = TempFile::at(PathBuf::from(part_name))?;
@@ -684,11 +817,14 @@ fn recover_to_file(
         flusher.finish()?;
         r
     };
-    let (new_index, src_index, target_index) = prepare_index(repo, chain, out, log)?;
+    // (the temporary file is open for writing only)
+    let written = File::open(&part_path).ctx("open", &part_path)?;
+    let new_index = prepare_index(repo, chain, plan, (&written, &part_path), out, log)?;
+    let target_index = index_beside(out);
     // An old FILE.index must never sit beside the new FILE.
     remove_if_present(&target_index)?;
     part.publish(out, true)?;
-    let index = publish_index(new_index, &src_index, &target_index, out, log)?;
+    let index = publish_index(new_index, &target_index, out, log)?;
     Ok(Recovered { index, ..r })
 }
 

@@ -149,6 +149,79 @@ impl Repository {
         durable::sync_dir(repo)
     }
 
+    /// `--prune-index`: in the newest chain, remove the `.index` of every
+    /// increment but the newest that has one, keeping the full backup's.
+    /// Recovery to an increment whose `.index` is gone rebuilds it from the
+    /// nearest older one and a scan of the increments between. An `.index`
+    /// whose stamp another data file also has (another chain's, in the
+    /// same second) stays. Best effort after a committed backup: a failure
+    /// is a warning and the next run tries again. Returns the `.index`
+    /// files removed and the bytes freed.
+    pub fn prune_indexes(&self, log: &Log) -> (usize, u64) {
+        let warn = |e: &dyn std::fmt::Display| {
+            log.warn(format_args!("--prune-index: {e}; the next run tries again"));
+        };
+        let listing = match self.list() {
+            Ok(l) => l,
+            Err(e) => {
+                warn(&e);
+                return (0, 0);
+            }
+        };
+        let chain = match self.resolve_in(&listing, None, log) {
+            Ok(Some(c)) if c.has_dat => c,
+            // nothing a .dat vouches for: nothing to prune
+            Ok(_) => return (0, 0),
+            Err(e) => {
+                log.note(format_args!("--prune-index: nothing removed: {e}"));
+                return (0, 0);
+            }
+        };
+        let increments: Vec<&DataFile> = chain.files.iter().skip(1).map(|c| &c.file).collect();
+        // the newest increment that has an .index keeps it
+        let newest = increments
+            .iter()
+            .rposition(|f| std::fs::symlink_metadata(self.index_path(f)).is_ok());
+        let Some(newest) = newest else {
+            return (0, 0);
+        };
+        let (mut removed, mut freed) = (0usize, 0u64);
+        for f in &increments[..newest] {
+            let shared = listing
+                .files
+                .iter()
+                .any(|o| o.name.stamp == f.name.stamp && o.path != f.path);
+            if shared {
+                continue;
+            }
+            let p = self.index_path(f);
+            let len = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_file() => m.len(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    warn(&Error::io("inspect", &p, e));
+                    continue;
+                }
+            };
+            match std::fs::remove_file(&p) {
+                Ok(()) => {
+                    removed += 1;
+                    freed += len;
+                    log.note(format_args!("--prune-index: removed {}", p.display()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn(&Error::io("remove", &p, e)),
+            }
+        }
+        if removed > 0 {
+            if let Err(e) = durable::sync_dir(self.dir()) {
+                warn(&e);
+            }
+        }
+        (removed, freed)
+    }
+
     /// `-k`: after a full backup stamped `keep`, remove every older chain and
     /// stray increment with its `.dat` and `.index` files, and the files set
     /// aside before it. Best effort (the backup is committed): see

@@ -363,13 +363,15 @@ fn existing_output_is_replaced_after_success() {
     assert!(!env.exists("out.fs.part"));
     env.open_with_index("out.fs");
 
-    // the last backup has no .index: the old one beside out.fs goes away
+    // the last backup has no .index: the old one beside out.fs goes away,
+    // and the one rebuilt (from T1's and a scan of T2) takes its place
+    let t2_index = env.read(&format!("repo/{T2}.index"));
     env.remove(&format!("repo/{T2}.index"));
     env.write("out.fs.index", b"previous index");
     env.write("out.fs", b"previous database");
     let out = env.recover("out.fs", &[]);
     assert_bytes(&out, &env.read("Data.fs"), "recovered");
-    assert!(!env.exists("out.fs.index"));
+    assert_bytes(&env.read("out.fs.index"), &t2_index, "rebuilt index");
 
     // an output in a directory that does not exist: an error naming it
     env.run(&["-R", "-r", "repo", "-o", "nodir/out.fs"], LATE)
