@@ -145,6 +145,13 @@ Beyond ZODB's repozo (long options only, but -L):
         DIR holding exactly the blob revisions the recovered file refers
         to, before the file is put in place.
 
+    --metrics=FILE
+        After the run, whether it succeeded or not, write FILE (atomically)
+        for Prometheus' node_exporter textfile collector: last success and
+        failure times, duration, bytes read and written, the kind of
+        backup, the repository's chains and bytes, labelled by repository
+        and mode. Use one FILE per repository and mode.
+
     --version
         Print the version and exit.
 ";
@@ -182,6 +189,10 @@ pub struct Run {
     /// under `-v`, as repozo logs them.
     pub ignored: Vec<&'static str>,
     pub action: Action,
+    /// `--metrics=FILE`: the Prometheus textfile to write after the run.
+    pub metrics: Option<PathBuf>,
+    /// `-r`, for the metrics' labels.
+    pub repository: PathBuf,
 }
 
 /// What the command line asks for.
@@ -219,6 +230,7 @@ const EXTRA_LONG: &[&str] = &[
     "version",
     "blob-dir=",
     "prune-index",
+    "metrics=",
 ];
 
 /// Short option letters; those followed by `:` take a value (`L` is ours).
@@ -370,6 +382,7 @@ where
     let mut json = false;
     let mut blob_dir: Option<PathBuf> = None;
     let mut prune_index = false;
+    let mut metrics: Option<PathBuf> = None;
     for (opt, value) in opts {
         let mut set_mode = |m: Mode| -> Result<()> {
             if mode.is_some() {
@@ -403,6 +416,11 @@ where
             "list" => set_mode(Mode::List)?,
             "json" => json = true,
             "prune-index" => prune_index = true,
+            "metrics" => {
+                metrics = value
+                    .map(PathBuf::from)
+                    .filter(|p| !p.as_os_str().is_empty())
+            }
             "blob-dir" => {
                 blob_dir = value
                     .map(PathBuf::from)
@@ -460,6 +478,7 @@ where
     if matches!(mode, Mode::Verify | Mode::List) && blob_dir.is_some() {
         ignored.push("--blob-dir option is ignored outside backup and recover modes");
     }
+    let repo_label = repository.clone();
     let action = match mode {
         Mode::List => {
             let any = date.is_some() as u8
@@ -556,6 +575,8 @@ where
         verbose,
         ignored,
         action,
+        metrics,
+        repository: repo_label,
     }))
 }
 

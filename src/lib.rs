@@ -51,6 +51,7 @@ pub mod error;
 pub mod format;
 pub mod io;
 pub mod log;
+pub mod metrics;
 pub mod progress;
 pub mod repository;
 
@@ -70,17 +71,47 @@ pub(crate) fn fuzz_cases() -> u32 {
 }
 
 /// Run what the command line asks for; with `-v`, end with a summary
-/// line.
+/// line; with `--metrics`, write the metrics file, whatever the outcome.
 pub fn run(run: &cli::Run) -> Result<()> {
     let started = std::time::Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let log = Log::new(run.verbose);
     for note in &run.ignored {
         log.note(format_args!("{note}"));
     }
     let what = perform(&run.action, &log);
     progress::done();
+    if let Some(file) = &run.metrics {
+        let report = metrics::RunReport {
+            mode: match &run.action {
+                cli::Action::Backup(_) => "backup",
+                cli::Action::Recover(_) | cli::Action::BadDate(_) => "recover",
+                cli::Action::Verify(_) => "verify",
+                cli::Action::List(_) => "list",
+            },
+            repository: &run.repository,
+            ok: what.is_ok(),
+            started: started_unix,
+            duration: started.elapsed().as_secs_f64(),
+            read: progress::bytes_read(),
+            written: progress::bytes_written(),
+            kind: what.as_ref().ok().and_then(|(_, kind)| *kind),
+        };
+        if let Err(e) = metrics::write(file, &report) {
+            log.warn(format_args!("--metrics: {e}"));
+            if what.is_err() {
+                // the run's own error is what the exit status reports
+                for w in log.take_warnings() {
+                    stderr_line(format_args!("{}", one_line(&w)));
+                }
+            }
+        }
+    }
     let warnings = log.take_warnings();
-    let what = what?;
+    let (what, _) = what?;
     for w in warnings {
         stderr_line(format_args!("{}", one_line(&w)));
     }
@@ -88,23 +119,33 @@ pub fn run(run: &cli::Run) -> Result<()> {
     Ok(())
 }
 
-/// Run the command; its outcome as the words of the `-v` summary line.
-fn perform(action: &cli::Action, log: &Log) -> Result<String> {
+/// Run the command; its outcome as the words of the `-v` summary line, and
+/// for a backup the kind it made (for the metrics).
+fn perform(action: &cli::Action, log: &Log) -> Result<(String, Option<&'static str>)> {
     match action {
         cli::Action::Backup(o) => backup::backup(o, log).map(|out| match out {
             backup::Outcome::Full { name, end, .. } => {
-                format!("full backup {name} of {end} bytes")
+                (format!("full backup {name} of {end} bytes"), Some("full"))
             }
             backup::Outcome::Incremental {
                 name, start, end, ..
-            } => format!("incremental backup {name} of bytes {start}..{end}"),
-            backup::Outcome::NothingToDo => "backup: nothing to do".to_string(),
+            } => (
+                format!("incremental backup {name} of bytes {start}..{end}"),
+                Some("incremental"),
+            ),
+            backup::Outcome::NothingToDo => ("backup: nothing to do".to_string(), Some("none")),
         }),
-        cli::Action::Recover(o) => recover::recover(o, log)
-            .map(|r| format!("recovered {} bytes from {} file(s)", r.bytes, r.files.len())),
-        cli::Action::Verify(o) => verify::verify(o, log)
-            .map(|v| format!("verified {} file(s), {} bytes", v.files, v.bytes)),
-        cli::Action::List(o) => list::list(o, log).map(|c| format!("listed {} chain(s)", c.len())),
+        cli::Action::Recover(o) => recover::recover(o, log).map(|r| {
+            let what = format!("recovered {} bytes from {} file(s)", r.bytes, r.files.len());
+            (what, None)
+        }),
+        cli::Action::Verify(o) => verify::verify(o, log).map(|v| {
+            let what = format!("verified {} file(s), {} bytes", v.files, v.bytes);
+            (what, None)
+        }),
+        cli::Action::List(o) => {
+            list::list(o, log).map(|c| (format!("listed {} chain(s)", c.len()), None))
+        }
         cli::Action::BadDate(text) => Err(Error::BadDate(text.clone())),
     }
 }

@@ -119,6 +119,18 @@ impl Stamp {
         st.is_valid().then_some(st)
     }
 
+    /// Seconds since the Unix epoch (0 for a date that cannot exist).
+    pub fn unix_seconds(self) -> i64 {
+        self.seconds_since(Stamp {
+            year: 1970,
+            month: 1,
+            day: 1,
+            hour: 0,
+            minute: 0,
+            second: 0,
+        })
+    }
+
     /// Seconds from `earlier` to `self` (negative when `earlier` is later).
     pub fn seconds_since(self, earlier: Stamp) -> i64 {
         let t = |s: Stamp| {

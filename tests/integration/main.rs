@@ -16,6 +16,7 @@ mod damage;
 mod features;
 mod index;
 mod layers;
+mod metrics;
 mod montecarlo;
 mod paths;
 mod prune_index;

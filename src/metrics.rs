@@ -1,0 +1,228 @@
+//! `--metrics=FILE`: after every run, a Prometheus textfile-collector file
+//! (node_exporter's `--collector.textfile.directory`) describing it, written
+//! atomically (a temporary file renamed over FILE), so a collector never
+//! reads half of one.
+//!
+//! Every series is labelled by `repository` (as given with `-r`) and `mode`
+//! (`backup`, `recover`, `verify`, `list`). The times of the last success
+//! and of the last failure are carried over from the FILE the previous run
+//! with the same labels wrote, so one file per repository and mode (per
+//! timer) keeps both.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::format::stamp::Stamp;
+use crate::io::durable;
+use crate::repository::Repository;
+
+/// What a run did, for its metrics.
+#[derive(Clone, Debug)]
+pub struct RunReport<'a> {
+    pub mode: &'static str,
+    pub repository: &'a Path,
+    pub ok: bool,
+    /// When the run started, in seconds since the epoch.
+    pub started: f64,
+    pub duration: f64,
+    pub read: u64,
+    pub written: u64,
+    /// For a backup that succeeded: `full`, `incremental` or `none`.
+    pub kind: Option<&'static str>,
+}
+
+/// The kinds a backup reports in `repozo_last_backup_kind`.
+const KINDS: [&str; 3] = ["full", "incremental", "none"];
+
+/// A label value as Prometheus' text format wants it.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The value of `name{labels}` in a previous file's text, if there.
+fn previous(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What the repository holds now: (chains, bytes of every file in it and
+/// its blob store, newest backup's stamp). `None` when it cannot be read.
+fn repository_state(dir: &Path) -> Option<(usize, u64, Option<Stamp>)> {
+    let repo = Repository::open(dir).ok()?;
+    let listing = repo.list().ok()?;
+    let (_, groups) = repo.groups(&listing);
+    let mut bytes = 0u64;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if let Ok(m) = e.metadata() {
+            if m.is_file() {
+                bytes += m.len();
+            }
+        }
+    }
+    bytes += repo.blob_store_size().map(|(_, b)| b).unwrap_or(0);
+    let newest = listing.files.iter().map(|f| f.name.stamp).max();
+    Some((groups.len(), bytes, newest))
+}
+
+/// The file's text for `r`, carrying the last success and failure times
+/// over from `old` (the previous file's text).
+pub fn render(r: &RunReport, old: &str, state: Option<(usize, u64, Option<Stamp>)>) -> String {
+    let labels = format!(
+        "repository=\"{}\",mode=\"{}\"",
+        escape(&r.repository.to_string_lossy()),
+        r.mode
+    );
+    let finished = r.started + r.duration;
+    let carried = |name: &str| previous(old, name, &labels).unwrap_or(0.0);
+    let (success, failure) = if r.ok {
+        (finished, carried("repozo_last_failure_timestamp_seconds"))
+    } else {
+        (carried("repozo_last_success_timestamp_seconds"), finished)
+    };
+    let mut s = String::new();
+    let mut gauge = |name: &str, help: &str, rows: &[(String, f64)]| {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} gauge");
+        for (extra, v) in rows {
+            let _ = writeln!(s, "{name}{{{labels}{extra}}} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    gauge(
+        "repozo_last_run_timestamp_seconds",
+        "When the last run ended (Unix time).",
+        &one(finished),
+    );
+    gauge(
+        "repozo_last_run_success",
+        "1 when the last run succeeded, 0 when it failed.",
+        &one(if r.ok { 1.0 } else { 0.0 }),
+    );
+    gauge(
+        "repozo_last_success_timestamp_seconds",
+        "When the last successful run ended (Unix time; 0: none yet).",
+        &one(success),
+    );
+    gauge(
+        "repozo_last_failure_timestamp_seconds",
+        "When the last failed run ended (Unix time; 0: none yet).",
+        &one(failure),
+    );
+    gauge(
+        "repozo_last_run_duration_seconds",
+        "How long the last run took.",
+        &one(r.duration),
+    );
+    gauge(
+        "repozo_last_run_read_bytes",
+        "Bytes the last run read (source, backup files, output).",
+        &one(r.read as f64),
+    );
+    gauge(
+        "repozo_last_run_written_bytes",
+        "Bytes the last run wrote (backup files, recovered output).",
+        &one(r.written as f64),
+    );
+    if let Some(kind) = r.kind {
+        let rows: Vec<(String, f64)> = KINDS
+            .iter()
+            .map(|k| (format!(",kind=\"{k}\""), if *k == kind { 1.0 } else { 0.0 }))
+            .collect();
+        gauge(
+            "repozo_last_backup_kind",
+            "What the last successful backup made: 1 for its kind.",
+            &rows,
+        );
+    }
+    if let Some((chains, bytes, newest)) = state {
+        gauge(
+            "repozo_repository_chains",
+            "Chains (a full backup and its increments) in the repository.",
+            &one(chains as f64),
+        );
+        gauge(
+            "repozo_repository_bytes",
+            "Bytes of every file in the repository, blob store included.",
+            &one(bytes as f64),
+        );
+        if let Some(n) = newest {
+            gauge(
+                "repozo_newest_backup_timestamp_seconds",
+                "The stamp of the newest backup in the repository (Unix time).",
+                &one(n.unix_seconds() as f64),
+            );
+        }
+    }
+    s
+}
+
+/// Write FILE for the run `r`, atomically.
+pub fn write(file: &Path, r: &RunReport) -> Result<()> {
+    let old = std::fs::read_to_string(file).unwrap_or_default();
+    let text = render(r, &old, repository_state(r.repository));
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    durable::write_file(dir, file, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(ok: bool, started: f64) -> RunReport<'static> {
+        RunReport {
+            mode: "backup",
+            repository: Path::new("/var/backups/a \"b\""),
+            ok,
+            started,
+            duration: 2.5,
+            read: 10,
+            written: 20,
+            kind: ok.then_some("incremental"),
+        }
+    }
+
+    #[test]
+    fn success_and_failure_times_are_carried_over() {
+        let first = render(&report(true, 100.0), "", None);
+        assert!(first.contains(
+            "repozo_last_success_timestamp_seconds{repository=\"/var/backups/a \\\"b\\\"\",mode=\"backup\"} 102.5\n"
+        ), "{first}");
+        assert!(first.contains("repozo_last_failure_timestamp_seconds{repository=\"/var/backups/a \\\"b\\\"\",mode=\"backup\"} 0\n"));
+        assert!(
+            first.contains(",kind=\"incremental\"} 1\n") && first.contains(",kind=\"full\"} 0\n")
+        );
+        let second = render(&report(false, 200.0), &first, None);
+        assert!(second.contains("repozo_last_success_timestamp_seconds{repository=\"/var/backups/a \\\"b\\\"\",mode=\"backup\"} 102.5\n"), "{second}");
+        assert!(second.contains("repozo_last_failure_timestamp_seconds{repository=\"/var/backups/a \\\"b\\\"\",mode=\"backup\"} 202.5\n"));
+        assert!(second.contains(
+            "repozo_last_run_success{repository=\"/var/backups/a \\\"b\\\"\",mode=\"backup\"} 0\n"
+        ));
+        assert!(!second.contains("repozo_last_backup_kind"));
+        let third = render(&report(true, 300.0), &second, None);
+        assert!(third.contains("repozo_last_failure_timestamp_seconds{repository=\"/var/backups/a \\\"b\\\"\",mode=\"backup\"} 202.5\n"));
+    }
+
+    #[test]
+    fn another_repository_carries_nothing_over() {
+        let first = render(&report(true, 100.0), "", None);
+        let mut other = report(false, 200.0);
+        other.repository = Path::new("/elsewhere");
+        let text = render(&other, &first, None);
+        assert!(text.contains("repozo_last_success_timestamp_seconds{repository=\"/elsewhere\",mode=\"backup\"} 0\n"), "{text}");
+    }
+}
