@@ -200,7 +200,7 @@ pub struct Run {
 pub enum Command {
     Help,
     Version,
-    Run(Run),
+    Run(Box<Run>),
 }
 
 /// Long options, as repozo declares them to getopt (`=` takes a value).
@@ -571,13 +571,13 @@ where
         }
     };
 
-    Ok(Command::Run(Run {
+    Ok(Command::Run(Box::new(Run {
         verbose,
         ignored,
         action,
         metrics,
         repository: repo_label,
-    }))
+    })))
 }
 
 /// Parse a `--max-age` duration: a number with a unit `s`, `m`, `h`, `d`
@@ -611,7 +611,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Run> {
         match parse(args.iter().copied())? {
-            Command::Run(r) => Ok(r),
+            Command::Run(r) => Ok(*r),
             other => panic!("unexpected {other:?}"),
         }
     }
