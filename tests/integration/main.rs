@@ -16,6 +16,7 @@ mod damage;
 mod features;
 mod index;
 mod layers;
+mod man;
 mod metrics;
 mod montecarlo;
 mod paths;
