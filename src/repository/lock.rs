@@ -29,9 +29,10 @@ pub struct RepoLock {
 impl Repository {
     /// Take the repository lock, exclusive or shared.
     ///
-    /// A repository we cannot write to (read-only media) cannot hold a lock
-    /// file; a shared lock is then skipped with a note, since nobody can be
-    /// writing there either.
+    /// A shared lock on a repository we cannot write to (read-only media, a
+    /// read-only mount) takes the lock file that is there, opened for
+    /// reading; with none, it is skipped with a note (nobody can be
+    /// writing where no backup of ours ever made a lock file).
     pub fn lock(&self, exclusive: bool, log: &Log) -> Result<RepoLock> {
         let repo = self.dir();
         let path = repo.join(LOCK_NAME);
@@ -51,11 +52,23 @@ impl Repository {
                         Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
                     ) =>
             {
-                log.note(format_args!(
-                    "cannot create {} ({e}): reading without a lock",
-                    path.display()
-                ));
-                return Ok(RepoLock { _file: None });
+                // a lock file that exists locks as well when opened for
+                // reading (a read-only mount, as a hardened check unit
+                // sees the repository)
+                match OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&path)
+                {
+                    Ok(f) => f,
+                    Err(_) => {
+                        log.note(format_args!(
+                            "cannot create {} ({e}): reading without a lock",
+                            path.display()
+                        ));
+                        return Ok(RepoLock { _file: None });
+                    }
+                }
             }
             Err(e) => return Err(Error::io("open the lock file", &path, e)),
         };

@@ -151,3 +151,33 @@ fn an_unwritable_metrics_file_is_a_warning() {
     );
     env.assert_recovers_source();
 }
+
+/// The hourly check unit sees the repository read-only: its shared lock
+/// still takes the lock file a backup made (opened for reading), so a
+/// backup holding the lock keeps it out. Needs a private mount namespace
+/// (`unshare -m`, as root); skipped with a note where there is none.
+#[test]
+fn a_check_on_a_read_only_repository_still_locks() {
+    let env = Env::with_db(1721, 5);
+    env.backup(&[], T1);
+    let bin = env!("CARGO_BIN_EXE_repozo");
+    let script = format!(
+        "mount --bind repo repo && mount -o remount,bind,ro repo || exit 99; \
+         touch repo/x 2>/dev/null && exit 98; \
+         {bin} -V -v -r repo || exit 1; \
+         flock -x -n repo/.repozo.lock {bin} -V -r repo; echo locked=$?"
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.current_dir(env.root())
+        .args(["-m", "sh", "-c", &script]);
+    let o = exec(cmd);
+    if matches!(o.code(), Some(99)) || o.stderr_str().contains("unshare:") {
+        eprintln!("skipped: no private read-only mount here: {}", o.describe());
+        return;
+    }
+    let o = o.ok();
+    let (out, err) = (o.stdout_str(), o.stderr_str());
+    assert!(!err.contains("without a lock"), "{err}");
+    assert!(out.contains("locked=1"), "{}", o.describe());
+    assert!(err.contains("locked"), "{}", o.describe());
+}
