@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs ZODB 6.4 into .venv (from PyPI) for the
 # integration tests, then runs the short fault-injection runs and every
-# Rust test. Usage: scripts/test.sh
+# Rust test, then builds and tests the wheel and the Debian package.
+# Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/venv.sh
@@ -12,3 +13,11 @@ cargo build --quiet --all-targets
 scripts/faults.sh all --short
 # unit, property and integration tests (the randomized suite included)
 cargo test --quiet -- --test-threads="${REPOZO_TEST_THREADS:-2}"
+# install and operate (issue 17): the wheel into a ZODB venv with
+# collective.recipe.backup, and the Debian package with its units (root only)
+scripts/test-wheel.sh
+if [ "$(id -u)" = 0 ]; then
+    scripts/test-deb.sh
+else
+    echo "scripts/test-deb.sh skipped: dpkg -i needs root"
+fi
