@@ -288,24 +288,26 @@ fn rebuild_index(
         // next backup: one built on the source's own Data.fs.index is as
         // good as that file was, and may be stale yet sane
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
-        let why = match Index::read_from(&bytes[..]) {
-            Ok((pos, _)) if pos != file_end => {
+        let why = match Index::read_pos(&bytes[..]) {
+            Ok(pos) if pos != file_end => {
                 format!("it is valid up to {pos}, its backup ends at {file_end}")
             }
-            Ok((pos, _)) if !sums.index_trusted(name, pos, hash) => {
+            Ok(pos) if !sums.index_trusted(name, pos, xxhash_rust::xxh3::xxh3_128(&bytes)) => {
                 "it is not known to come from a scan of the source".to_string()
             }
-            Ok((pos, index)) if filestorage::index_is_sane(data, end, &index, pos) => {
-                base = Some((
-                    pos,
-                    index,
-                    p.display().to_string(),
-                    chain.files.len() - 1 - i,
-                ));
-                break;
-            }
-            Ok(_) => "it does not match the recovered data".to_string(),
+            Ok(_) => match Index::read_from(&bytes[..]) {
+                Ok((pos, index)) if filestorage::index_is_sane(data, end, &index, pos) => {
+                    base = Some((
+                        pos,
+                        index,
+                        p.display().to_string(),
+                        chain.files.len() - 1 - i,
+                    ));
+                    break;
+                }
+                Ok(_) => "it does not match the recovered data".to_string(),
+                Err(e) => e,
+            },
             Err(e) => e,
         };
         log.note(format_args!("not using {}: {why}", p.display()));

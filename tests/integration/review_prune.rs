@@ -77,3 +77,125 @@ fn rebuild_does_not_start_from_an_index_built_on_a_stale_live_index() {
     );
     env.open_with_index("out.fs");
 }
+
+/// Recover every date of `dates` and check that `FILE.index` is there and
+/// equals ZODB's scan of FILE, into a new file and extended in place.
+#[track_caller]
+fn every_date_has_a_right_index(env: &Env, dates: &[&str]) {
+    for (i, d) in dates.iter().enumerate() {
+        let date = &d[..19];
+        let _ = std::fs::remove_file(env.path("n.fs"));
+        let o = env
+            .run(&["-R", "-v", "-r", "repo", "-D", date, "-o", "n.fs"], LATE)
+            .ok();
+        assert!(
+            env.exists("n.fs.index"),
+            "no n.fs.index at {date}: {}",
+            o.describe()
+        );
+        assert!(
+            index_is_right(env, "n.fs", "n.fs.index"),
+            "n.fs.index at {date}: {}\n{}",
+            env.zodb(&["check-index", "n.fs", "n.fs.index"])
+                .stdout_str(),
+            o.describe()
+        );
+        env.open_with_index("n.fs");
+        if i > 0 {
+            env.run(&["-R", "-r", "repo", "-D", date, "-o", "e.fs"], LATE)
+                .ok();
+            assert_bytes(&env.read("n.fs"), &env.read("e.fs"), "extended");
+            assert_bytes(
+                &env.read("n.fs.index"),
+                &env.read("e.fs.index"),
+                "extended .index",
+            );
+        } else {
+            env.recover("e.fs", &["-D", date]);
+        }
+    }
+}
+
+/// A chain begun by ZODB's repozo (a full backup and an increment in the
+/// same second, sharing one `.index`), extended by us with pruning, then
+/// by ZODB's repozo with an empty increment (`-Q` over an unfinished
+/// transaction): every date recovers with a right `FILE.index`.
+#[test]
+fn zodb_chain_same_second_and_empty_increment() {
+    let env = Env::with_db(2111, 15);
+    env.py_backup(&[], T1);
+    env.append(2112, 3);
+    env.py_backup(&[], T1);
+    assert!(env.exists(&format!("repo/{T1}.deltafs")));
+    env.append(2113, 3);
+    env.backup(&["--prune-index"], T2);
+    env.append(2114, 3);
+    env.backup(&["--prune-index"], T3);
+    env.partial("c");
+    env.py_backup(&["-Q"], T4);
+    env.backup(&["--prune-index"], T5);
+    // the full's, its same-second increment's, and the newest
+    assert!(env.exists(&format!("repo/{T1}.index")));
+    assert!(env.exists(&format!("repo/{T4}.index")));
+    assert!(!env.exists(&format!("repo/{T3}.index")));
+    every_date_has_a_right_index(&env, &[T1, T2, T3, T4]);
+}
+
+/// Several chains (a pack starts one, `-F` another), with `-z` and
+/// `--keep` on some nights: every date of every chain recovers from the
+/// pruned repository to the bytes and `FILE.index` of the plain one, into
+/// a new file and extended in place.
+#[test]
+fn older_chains_recover_the_same_as_plain() {
+    const N: [&str; 9] = [
+        "2026-11-20-01-00-00",
+        "2026-11-20-02-00-00",
+        "2026-11-20-03-00-00",
+        "2026-11-20-04-00-00",
+        "2026-11-20-05-00-00",
+        "2026-11-20-06-00-00",
+        "2026-11-20-07-00-00",
+        "2026-11-20-08-00-00",
+        "2026-11-20-09-00-00",
+    ];
+    let plain = Env::with_db(2121, 20);
+    let pruned = Env::new();
+    for (i, now) in N.iter().enumerate() {
+        match i {
+            0 => {}
+            3 => plain.pack(),
+            _ => plain.append(2121 + i as u64, 2),
+        }
+        plain.copy_source_to(&pruned);
+        let mut args: Vec<&str> = vec!["-z"];
+        if i == 6 {
+            args.push("-F");
+        }
+        if i % 3 == 2 {
+            args.push("-Q");
+        }
+        if i == 8 {
+            args.extend(["--keep", "3"]);
+        }
+        plain.backup(&args, now);
+        args.push("--prune-index");
+        pruned.backup(&args, now);
+    }
+    for now in N {
+        let date = &now[..19];
+        plain.recover("a.fs", &["-D", date]);
+        for b in ["b.fs", "c.fs"] {
+            if b == "b.fs" && pruned.exists(b) {
+                pruned.remove(b);
+            }
+            let _ = std::fs::remove_file(pruned.path("c.fs.index"));
+            pruned.recover(b, &["-D", date]);
+            assert_bytes(&plain.read("a.fs"), &pruned.read(b), date);
+            assert_bytes(
+                &plain.read("a.fs.index"),
+                &pruned.read(&format!("{b}.index")),
+                &format!("{b}.index at {date}"),
+            );
+        }
+    }
+}
