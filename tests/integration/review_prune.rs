@@ -199,3 +199,28 @@ fn older_chains_recover_the_same_as_plain() {
         }
     }
 }
+
+/// `-L` says of each file whether it has an `.index`: one that is a
+/// symbolic link (to a regular file) is one, which recovery restores; it
+/// was listed as `no .index`, and its bytes left out of the chain's.
+#[test]
+fn list_counts_a_symlinked_index() {
+    let env = Env::with_db(2131, 10);
+    env.backup(&[], T1);
+    let index = format!("repo/{T1}.index");
+    std::fs::rename(env.path(&index), env.path("elsewhere.index")).unwrap();
+    std::os::unix::fs::symlink(env.path("elsewhere.index"), env.path(&index)).unwrap();
+    let size = env.read("elsewhere.index").len();
+    let text = env.run(&["-L", "-r", "repo"], LATE).ok().stdout_str();
+    assert!(!text.contains("no .index"), "{text}");
+    assert!(
+        text.contains(&format!("{size} bytes of .index")),
+        "{size}: {text}"
+    );
+    env.recover("out.fs", &[]);
+    assert_bytes(
+        &env.read("elsewhere.index"),
+        &env.read("out.fs.index"),
+        "restored",
+    );
+}
