@@ -104,8 +104,9 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
         out.push(describe_chain(repo, g.head, &g.files)?);
     }
     for f in out.iter_mut().flat_map(|c| c.files.iter_mut()) {
+        // followed, as recovery follows it (and as data files' sizes are)
         f.index_size = DataName::parse(&f.name).and_then(|n| {
-            std::fs::symlink_metadata(repo.path(&n.index_name()))
+            std::fs::metadata(repo.path(&n.index_name()))
                 .ok()
                 .filter(|m| m.is_file())
                 .map(|m| m.len())

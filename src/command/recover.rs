@@ -271,32 +271,43 @@ fn rebuild_index(
             _ => ends.push(None),
         }
     }
+    let sums = repo.sums();
     let mut base: Option<(u64, Index, String, usize)> = None;
     for i in (0..chain.files.len().saturating_sub(1)).rev() {
         let Some(file_end) = ends[i] else { continue };
         let p = repo.index_path(&chain.files[i].file);
-        let f = match File::open(&p) {
-            Ok(f) => f,
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 log.note(format_args!("not using {}: {e}", p.display()));
                 continue;
             }
         };
-        let why = match Index::read_from(io::BufReader::with_capacity(buf::CHUNK, f)) {
-            Ok((pos, _)) if pos != file_end => {
+        // only an .index our sums record as built by a scan, as for the
+        // next backup: one built on the source's own Data.fs.index is as
+        // good as that file was, and may be stale yet sane
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let why = match Index::read_pos(&bytes[..]) {
+            Ok(pos) if pos != file_end => {
                 format!("it is valid up to {pos}, its backup ends at {file_end}")
             }
-            Ok((pos, index)) if filestorage::index_is_sane(data, end, &index, pos) => {
-                base = Some((
-                    pos,
-                    index,
-                    p.display().to_string(),
-                    chain.files.len() - 1 - i,
-                ));
-                break;
+            Ok(pos) if !sums.index_trusted(name, pos, xxhash_rust::xxh3::xxh3_128(&bytes)) => {
+                "it is not known to come from a scan of the source".to_string()
             }
-            Ok(_) => "it does not match the recovered data".to_string(),
+            Ok(_) => match Index::read_from(&bytes[..]) {
+                Ok((pos, index)) if filestorage::index_is_sane(data, end, &index, pos) => {
+                    base = Some((
+                        pos,
+                        index,
+                        p.display().to_string(),
+                        chain.files.len() - 1 - i,
+                    ));
+                    break;
+                }
+                Ok(_) => "it does not match the recovered data".to_string(),
+                Err(e) => e,
+            },
             Err(e) => e,
         };
         log.note(format_args!("not using {}: {why}", p.display()));
