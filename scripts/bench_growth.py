@@ -4,7 +4,7 @@
 Run with the project's venv interpreter (ZODB 6.4), from anywhere:
 
     .venv/bin/python scripts/bench_growth.py [--size small|large]
-                                             [--nights 7] [--runs 3]
+                                             [--nights 7] [--runs 5]
                                              [--out FILE]
 
 or through scripts/bench-growth.sh, which also creates the venv and builds
@@ -47,7 +47,11 @@ newest increment.  This script measures what a repository costs per night:
   pruned repository (``FILE.index`` rebuilt from the full backup's
   ``.index`` plus a scan of the increments after it) against ours from the
   plain repository (``FILE.index`` copied), median of ``--runs`` with the
-  order alternating; both outputs must be the source's bytes as of that
+  order alternating and an untimed ``sync`` before each (the recovered file
+  is fsynced, so the previous run's write-back would otherwise land in the
+  next one), plus one ``-v`` run each for the time of the ``FILE.index``
+  step alone (from the note that ends the data to the ``FILE.index``
+  note); both outputs must be the source's bytes as of that
   night and both ``FILE.index`` files byte-identical (else MISMATCH and
   exit 1).  Then ZODB's repozo recovers the same date from the pruned
   repository (no ``.index`` to copy, so no ``FILE.index``) and ZODB opens
@@ -377,6 +381,9 @@ class Growth:
                 for key in order:
                     out = os.path.join(scratch, key, 'Data.fs')
                     B.fresh_dir(os.path.dirname(out))
+                    # the previous output's removal and write-back are not
+                    # this run's
+                    subprocess.run(['sync'], check=True)
                     log = os.path.join(self.logs, 'recover-%s-%d.log'
                                        % (key, r))
                     wall, cpu, rc = self.run(
@@ -392,6 +399,29 @@ class Growth:
                 if os.path.getsize(out) != want_len or got != want_md5:
                     self.fail('%s: output is not the source as of night %d'
                               % (ctx, mid))
+            # where the FILE.index step's time goes: one -v run each, the
+            # gap between the last data note and the FILE.index note
+            steps = {}
+            for key in (pruned_key, plain_key):
+                out = os.path.join(scratch, key + '-v', 'Data.fs')
+                B.fresh_dir(os.path.dirname(out))
+                subprocess.run(['sync'], check=True)
+                notes, _, rc = B.timeline(
+                    self.cmd('ours', ['-R', '-v', '-r', self.repos[key],
+                                      '-D', date, '-o', out]),
+                    dict(os.environ, REPOZO_TEST_NOW=now),
+                    os.path.join(self.logs, 'recover-v-%s.txt' % key))
+                t_data = next((t for t, x in notes
+                               if x.startswith('Recovered a total')), None)
+                t_index = next((t for t, x in notes
+                                if x.startswith('Restoring index')), None)
+                if rc != 0 or t_data is None or t_index is None:
+                    self.fail('ours -R -v from %s: exit %d, notes %s'
+                              % (key, rc, [x for _, x in notes]))
+                    steps[key] = float('nan')
+                else:
+                    steps[key] = t_index - t_data
+                B.remove(os.path.dirname(out))
             a_out, b_out = outs[pruned_key], outs[plain_key]
             same_out = filecmp.cmp(a_out, b_out, shallow=False)
             same_idx = (os.path.exists(a_out + '.index') and
@@ -406,14 +436,18 @@ class Growth:
                           % (pruned_key, plain_key))
             self.rec[pruned_key] = {
                 'pruned': times[pruned_key], 'plain': times[plain_key],
+                'step_pruned': steps[pruned_key],
+                'step_plain': steps[plain_key],
                 'same': same_out and same_idx, 'out': a_out,
                 'index_size': os.path.getsize(b_out + '.index')
                 if os.path.exists(b_out + '.index') else 0}
-            print('  %s: pruned %.3f s, plain %.3f s (medians); outputs and '
+            print('  %s: pruned %.3f s, plain %.3f s (medians); FILE.index '
+                  'step %.3f s rebuilt, %.3f s copied; outputs and '
                   'FILE.index %s' % (
                       pruned_key,
                       statistics.median(w for w, _ in times[pruned_key]),
                       statistics.median(w for w, _ in times[plain_key]),
+                      steps[pruned_key], steps[plain_key],
                       'byte-identical' if same_out and same_idx
                       else 'DIFFER'), flush=True)
 
@@ -424,6 +458,7 @@ class Growth:
         for r in range(a.runs):
             out = os.path.join(scratch, 'py', 'Data.fs')
             B.fresh_dir(os.path.dirname(out))
+            subprocess.run(['sync'], check=True)
             log = os.path.join(self.logs, 'py-recover-%d.log' % r)
             wall, cpu, rc = self.run(
                 'python', ['-R', '-r', self.repos['bq-prune'], '-D', date,
@@ -581,8 +616,10 @@ class Growth:
                                                      rec['pruned']),
                           '%.3f' % statistics.median(c for _, c in
                                                      rec['pruned']),
-                          'output and FILE.index %s the plain repository\'s'
-                          % ('byte-identical to' if rec['same']
+                          'FILE.index step %.3f s (`-v`); output and '
+                          'FILE.index %s the plain repository\'s'
+                          % (rec['step_pruned'],
+                             'byte-identical to' if rec['same']
                              else 'DIFFER from')])
             rows3.append(['ours `-R` from %s (FILE.index copied)'
                           % lab[plain_key],
@@ -590,7 +627,8 @@ class Growth:
                                                      rec['plain']),
                           '%.3f' % statistics.median(c for _, c in
                                                      rec['plain']),
-                          'FILE.index %s MB' % mbs(rec['index_size'])])
+                          'FILE.index step %.3f s (`-v`); FILE.index %s MB'
+                          % (rec['step_plain'], mbs(rec['index_size']))])
         rows3.append(["ZODB's repozo `-R` from ours `-BQ --prune-index` "
                       "(no FILE.index)",
                       '%.3f' % statistics.median(w for w, _ in
@@ -632,7 +670,7 @@ class Growth:
                mbs(self.src_sizes[-1])),
             'stamps: night n at 2024-01-0(1+n) 02:00:00 UTC '
             '(`REPOZO_TEST_NOW`); recoveries: median of %d run(s), order '
-            'alternated, page cache warm' % a.runs,
+            'alternated, page cache warm, `sync` before each' % a.runs,
             'bytes are file sizes (`st_size`) of every file in the '
             'repository',
             'correctness: ' + ('OK (every backup\'s `.dat` range and md5 = '
@@ -719,8 +757,8 @@ def main(argv):
     p.add_argument('--nights', type=int, default=7,
                    help='nights including night 0, the full backup '
                         '(default 7: a week with a weekly full)')
-    p.add_argument('--runs', type=int, default=3,
-                   help='repetitions of each timed recovery (default 3)')
+    p.add_argument('--runs', type=int, default=5,
+                   help='repetitions of each timed recovery (default 5)')
     p.add_argument('--out', default=DEFAULT_OUT,
                    help='Markdown output (default docs/bench-growth.md)')
     p.add_argument('--objects', type=int,
