@@ -524,6 +524,33 @@ class Growth:
             'kinds': rows[-1]['kinds'] if rows else {},
         }
 
+    def pruned_note(self, key, label):
+        """Where a pruned repository's growth goes, in numbers."""
+        rows = self.rows[key]
+        incr = [r for r in rows if r['night'] > 0]
+        if len(incr) < 2:
+            return ''
+        d_index = [b['kinds']['index'] - a['kinds']['index']
+                   for a, b in zip(rows, rows[1:])]
+        first = d_index[0]
+        later = statistics.mean(d_index[1:])
+        total_incr = sum(r['incr'] for r in incr)
+        s = self.summary(key)
+        need = (TARGET - 1) * total_incr
+        return ('- %s: night 1 adds the first increment\'s `.index` '
+                '(%s MB, %.1f× that night\'s %s MB increment) with nothing '
+                'to prune; each later night adds its `.index` and removes the '
+                'previous one, net %+.1f kB (8 bytes per new object), so '
+                'nights 2+ grow by %.3f× the increment. The second `.index` '
+                'is a cost per chain, not per night: over %d increments '
+                '(%s MB) it adds %.2f to the mean ratio. A week\'s mean of '
+                '≤%.1f× leaves room for %s MB of `.index` beyond the full '
+                'backup\'s over the week.'
+                % (label, mbs(first), first / incr[0]['incr'],
+                   mbs(incr[0]['incr']), later / 1e3, s['later'], len(incr),
+                   mbs(total_incr), s['mean'] - s['later'], TARGET,
+                   mbs(need)))
+
     def report(self):
         a = self.args
         lines = []          # printed
@@ -571,6 +598,10 @@ class Growth:
         lines += table_text(head, srows)
 
         # per repository
+        notes = [self.pruned_note(key, label)
+                 for key, label, tool, flags, pruned, gz in REPOS if pruned]
+        md += notes + ['']
+        lines += [''] + [n.replace('`', '') for n in notes]
         md += ['## Per night', '']
         for key, label, tool, flags, pruned, gz in REPOS:
             head2 = ['night', 'increment bytes', 'repo bytes', 'growth',
