@@ -18,6 +18,7 @@ mod index;
 mod layers;
 mod montecarlo;
 mod paths;
+mod prune_faults;
 mod prune_index;
 mod recover;
 mod reliability;
