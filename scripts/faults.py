@@ -47,10 +47,24 @@ repository), blob-incr, blob-quick (-B/-BQ over the chain), blob-keep
 revisions), blob-recover (-R --blob-dir into a new directory),
 blob-standby (onto an earlier recovery from before the pack: through
 out.fs.part, revisions added and removed), blob-standby-inplace (-D T2
-onto the recovery at T0: extended in place). --short: quick-gz, full-k,
-recover-w, recover-full, blob-quick, blob-keep, blob-standby, every 3rd
-point (io-errors: every 9th of blob-quick and blob-keep, and not
-blob-standby).
+onto the recovery at T0: extended in place). --prune-index (the chain
+full + 3 increments grown by a -BQ at T3 to s4, each with its .index; the
+source at s5): prune (-BQ --prune-index: a new increment, then the .index
+of the 3 older increments is removed), prune-recover and
+prune-recover-full (-R -D T3 [-F] -o out.fs on the repository pruned by a
+-BQ --prune-index at T4, over out.fs recovered at T1: FILE.index rebuilt
+from T0's .index and a scan; in place, or through out.fs.part).
+--short: quick-gz, full-k, recover-w, recover-full, blob-quick,
+blob-keep, blob-standby, prune, every 3rd point (io-errors: every 9th of
+blob-quick and blob-keep, and not blob-standby or prune).
+
+With --prune-index (prune) the oracles also require, after the fault and
+after the rerun or repair (which use --prune-index too): every earlier
+date (T0..T3) and the newest state recover with ours to the bytes saved
+then and a FILE.index byte for byte the .index its backup wrote (rebuilt
+where it was pruned); ZODB's repozo recovers every earlier date to the same
+bytes (with that .index, or none); after a complete run the chain keeps
+only its full backup's and its newest increment's .index.
 
 With blobs the oracles also require: -R --blob-dir of the old or new
 state and at every earlier date gives the bytes and the `blobtool dump`
@@ -127,6 +141,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZODBTOOL = os.path.join(ROOT, 'tests', 'py', 'zodbtool.py')
+PYREPOZO = os.path.join(ROOT, 'tests', 'py', 'pyrepozo.py')
 BLOBTOOL = os.path.join(ROOT, 'tests', 'py', 'blobtool.py')
 THIS = os.path.abspath(__file__)
 
@@ -135,6 +150,7 @@ THIS = os.path.abspath(__file__)
 T0 = '2024-01-01-00-00-00'
 T1 = '2024-01-01-01-00-00'
 T2 = '2024-01-01-02-00-00'
+T4 = '2024-01-01-04-00-00'
 T_RUN = '2024-01-02-00-00-00'
 T_FIX = '2024-01-03-00-00-00'
 
@@ -176,10 +192,19 @@ SCENARIOS = {
     'blob-recover': ('brecover', REC_BLOB_ARGS, 'recover'),
     'blob-standby': ('bstandby', REC_BLOB_ARGS, 'recover'),
     'blob-standby-inplace': ('bstandby0', ['-D', T2] + REC_BLOB_ARGS, 'recover'),
+    # --prune-index: a new increment on a chain full + 3 increments, each
+    # with its .index; then the .index of the 3 older increments is removed
+    'prune': ('pchain', ['-BQ', '--prune-index'] + BACKUP_ARGS, 'backup'),
+    # recovery to a pruned date (T3: .index rebuilt from T0's and a scan),
+    # extending out.fs (recovered at T1) in place, or through out.fs.part
+    'prune-recover': ('precover', ['-R', '-D', T3, '-r', 'repo', '-o', 'out.fs'], 'recover'),
+    'prune-recover-full': ('precover', ['-R', '-F', '-D', T3, '-r', 'repo', '-o', 'out.fs'],
+                           'recover'),
 }
+PRUNE_STATES = {'pchain', 'precover'}
 SWEEP_SCENARIOS = [s for s in SCENARIOS if not s.startswith('p-')]
 SHORT_SCENARIOS = ['quick-gz', 'full-k', 'recover-w', 'recover-full',
-                   'blob-quick', 'blob-keep', 'blob-standby']
+                   'blob-quick', 'blob-keep', 'blob-standby', 'prune']
 BLOB_STATES = {'bempty', 'bchain', 'bpacked', 'brecover', 'bstandby', 'bstandby0'}
 
 MUTATING = {'write', 'pwrite64', 'fsync', 'fdatasync', 'rename', 'renameat',
@@ -767,9 +792,43 @@ class World:
             f.write(s4)
         with open(os.path.join(fo, 'out.fs.index'), 'wb') as f:
             f.write(s4index)
+        # pchain: the power repository plus an increment to s4 at T3 (full
+        # and three increments, each with its .index); the source at s5
+        pc = state('pchain', os.path.join(rec, 'repo'), src_files=False)
+        for n in ('src.fs', 'src.fs.index'):
+            shutil.copy2(os.path.join(pw, n), os.path.join(pc, n))
+        self.must_ok(pc, ['-BQ'] + BACKUP_ARGS, T3)
+        os.unlink(os.path.join(pc, 'repo', LOCK_NAME))
+        # each date's state and the .index its backup wrote
+        dates = [(T, data, read_or_none(os.path.join(pc, 'repo', T + '.index')))
+                 for T, data in ((T0, s1), (T1, s2), (T2, s3), (T3, s4))]
+        assert all(x[2] for x in dates), 'fixture: pchain lacks an .index'
+        self.zodbtool('append', os.path.join(pc, 'src.fs'), '--seed', '5', '--txns', '3')
+        for junk in ('src.fs.lock', 'src.fs.tmp'):
+            if os.path.exists(os.path.join(pc, junk)):
+                os.unlink(os.path.join(pc, junk))
+        s5 = read_or_none(os.path.join(pc, 'src.fs'))
+        # precover: pchain after a -BQ --prune-index at T4 (T1..T3 lose
+        # their .index); out.fs recovered at T1 (its index rebuilt)
+        prc = state('precover', os.path.join(pc, 'repo'), src_files=False)
+        for n in ('src.fs', 'src.fs.index'):
+            shutil.copy2(os.path.join(pc, n), os.path.join(prc, n))
+        self.must_ok(prc, ['-BQ', '--prune-index'] + BACKUP_ARGS, T4)
+        s5_index = read_or_none(os.path.join(prc, 'repo', T4 + '.index'))
+        left = sorted(n for n in os.listdir(os.path.join(prc, 'repo')) if n.endswith('.index'))
+        assert left == [T0 + '.index', T4 + '.index'], 'fixture: pruned to %s' % left
+        self.must_ok(prc, ['-R', '-r', 'repo', '-D', T1, '-o', 'out.fs'])
+        p_old = read_or_none(os.path.join(prc, 'out.fs'))
+        p_old_index = read_or_none(os.path.join(prc, 'out.fs.index'))
+        assert p_old == s2 and p_old_index == dates[1][2], 'fixture: rebuilt recovery at T1'
+        for n in ('src.fs', 'src.fs.index', os.path.join('repo', LOCK_NAME)):
+            os.unlink(os.path.join(prc, n))
         self.fixture = dict(dir=fx, s1=s1, s2=s2, s3=s3, s4=s4, new_index=new_index,
+                            s5=s5, s5_index=s5_index, prune_dates=dates,
                             rec_old={'recover': (old_out, old_index),
-                                     'recover-foreign': (s4, s4index)})
+                                     'recover-foreign': (s4, s4index),
+                                     'precover': (p_old, p_old_index)},
+                            rec_new={'precover': (s4, dates[3][2])})
         self.log('fixture: %d-byte source (%d bytes at T1), built in %.1fs'
                  % (len(s3), len(s2), time.time() - t))
         return self.fixture
@@ -896,7 +955,8 @@ class World:
             return self.build_blob_fixture()['rec'][scen]
         fx = self.build_fixture()
         old, old_index = fx['rec_old'][SCENARIOS[scen][0]]
-        return dict(old=old, old_index=old_index, new=fx['s3'], new_index=fx['new_index'])
+        new, new_index = fx['rec_new'].get(SCENARIOS[scen][0], (fx['s3'], fx['new_index']))
+        return dict(old=old, old_index=old_index, new=new, new_index=new_index)
 
     def blob_dump(self, fs, bdir):
         """`blobtool dump FS BDIR` (its output, or FAILED and its error),
@@ -921,6 +981,26 @@ class World:
             self.open_cache[key] = res
         return res
 
+    def zodb_recover(self, d, date, out):
+        """ZODB's repozo -R -D DATE -o OUT in D (OUT and OUT.index removed
+        first: it leaves an old OUT.index beside the new OUT when the
+        backup's .index is missing). Returns (rc, OUT bytes, OUT.index bytes
+        or None, stderr), cached on the repository's files and the date."""
+        key = ('zodb -R', tree_sha(os.path.join(d, 'repo')), date)
+        with self.open_lock:
+            if key in self.open_cache:
+                return self.open_cache[key]
+        for p in (out, out + '.index'):
+            if os.path.exists(p):
+                os.unlink(p)
+        rc, _, err = run([self.py, PYREPOZO, '-R', '-r', 'repo', '-D', date, '-o', out], cwd=d,
+                         timeout=max(120, self.timeout))
+        res = (rc, read_or_none(out), read_or_none(out + '.index'), err)
+        if rc == 0:
+            with self.open_lock:
+                self.open_cache[key] = res
+        return res
+
     def state_dir(self, scen):
         if SCENARIOS[scen][0] in BLOB_STATES:
             return os.path.join(self.build_blob_fixture()['dir'], SCENARIOS[scen][0])
@@ -937,9 +1017,12 @@ class World:
         fx = self.build_fixture()
         st = SCENARIOS[scen][0]
         if SCENARIOS[scen][2] == 'recover':
-            return fx['rec_old'][st][0], fx['s3']
+            e = self.rec_expect(scen)
+            return e['old'], e['new']
         if st == 'power':
             return fx['s3'], fx['s4']
+        if st == 'pchain':
+            return fx['s4'], fx['s5']
         return (None if st == 'empty' else fx['s2']), fx['s3']
 
     def copy_state(self, scen, dest):
@@ -1004,6 +1087,10 @@ class World:
 
 def is_blob(scen):
     return SCENARIOS[scen][0] in BLOB_STATES
+
+
+def is_prune(scen):
+    return SCENARIOS[scen][0] in PRUNE_STATES
 
 
 def parse_calls(log):
@@ -1103,13 +1190,66 @@ def check_repaired(t, now=T_FIX, label='repair', state='old'):
     its blobs)."""
     w, d = t.w, t.dir
     blob = is_blob(t.scen)
-    rc, _, err = w.repozo(d, ['-BQ'] + BACKUP_ARGS + (BLOB_ARGS if blob else []), now)
+    prune = ['--prune-index'] if is_prune(t.scen) else []
+    rc, _, err = w.repozo(d, ['-BQ'] + prune + BACKUP_ARGS + (BLOB_ARGS if blob else []), now)
     must(rc == 0, '%s -BQ failed (%s): %s' % (label, rc, ' | '.join(errlines(err))))
     rc, _, err = w.repozo(d, ['-V', '-r', 'repo'])
     must(rc == 0, '-V after the %s -BQ failed: %s' % (label, ' | '.join(errlines(err))))
     check_recovers_new(t, 'post')
     if blob:
         check_earlier(t, 'after the %s' % label, state)
+    if prune:
+        check_pruned(t, 'after the %s -BQ --prune-index' % label)
+        check_prune_dates(t, 'after the %s' % label, 'new')
+
+
+def check_pruned(t, label):
+    """After a complete -B --prune-index: of the .index files of the
+    files the .dat lists, only the full backup's and the newest's are
+    left."""
+    repo = os.path.join(t.dir, 'repo')
+    with open(os.path.join(repo, T0 + '.dat'), 'rb') as f:
+        listed = [os.path.basename(l.split()[0].decode()) for l in f.read().splitlines() if l.strip()]
+    stamps = [n.rsplit('.', 1)[0] for n in listed]
+    have = [st for st in stamps if os.path.exists(os.path.join(repo, st + '.index'))]
+    must(have == [stamps[0], stamps[-1]], '%s: the .index files of the chain are %s, not those of '
+         '%s and %s' % (label, have, stamps[0], stamps[-1]))
+
+
+def check_prune_dates(t, label, state):
+    """--prune-index backups: every earlier date recovers (ours) to the
+    bytes saved then with FILE.index equal to the .index its backup wrote,
+    rebuilt where it was pruned; ZODB's repozo recovers the same bytes
+    (with that .index, or none where it was pruned); the newest state
+    recovers with the .index of its backup."""
+    w, d = t.w, t.dir
+    fx = w.build_fixture()
+    dates = fx['prune_dates']
+    for i, (date, data, index) in enumerate(dates):
+        out = os.path.join(d, 'chk', 'pd%d.fs' % i)
+        for p in (out, out + '.index'):
+            if os.path.exists(p):
+                os.unlink(p)
+        rc, _, err = w.repozo(d, ['-R', '-r', 'repo', '-D', date, '-o', out])
+        must(rc == 0, '-R -D %s %s failed (%s): %s' % (date, label, rc, ' | '.join(errlines(err))))
+        must(read_or_none(out) == data, '-R -D %s %s: not the bytes saved then' % (date, label))
+        got = read_or_none(out + '.index')
+        must(got == index, '-R -D %s %s: FILE.index is %s, not the .index the backup wrote'
+             % (date, label, 'missing' if got is None else 'different'))
+        zrc, zdata, zindex, zerr = w.zodb_recover(d, date, os.path.join(d, 'chk', 'zd%d.fs' % i))
+        must(zrc == 0, "ZODB's repozo -R -D %s %s failed (%s): %s"
+             % (date, label, zrc, ' | '.join(errlines(zerr))[:300]))
+        must(zdata == data, "ZODB's repozo -R -D %s %s: not the bytes saved then" % (date, label))
+        must(zindex in (None, index), "ZODB's repozo -R -D %s %s: a FILE.index that is not the "
+             "backup's" % (date, label))
+    out = os.path.join(d, 'chk', 'pdnew.fs')
+    rc, _, err = w.repozo(d, ['-R', '-r', 'repo', '-o', out])
+    must(rc == 0, '-R %s failed (%s): %s' % (label, rc, ' | '.join(errlines(err))))
+    data, got = read_or_none(out), read_or_none(out + '.index')
+    want = {fx['s4']: dates[-1][2], fx['s5']: fx['s5_index']}.get(data)
+    must(want is not None, '-R %s: neither the old nor the new state' % label)
+    must(got == want, '-R %s: FILE.index is %s, not the .index the backup wrote'
+         % (label, 'missing' if got is None else 'different'))
 
 
 def recover_args(t, out, date=None):
@@ -1196,6 +1336,8 @@ def check_old_or_new(t, label):
         check_dump(t, out, (o if state == 'old' else n)[1],
                    '-R --blob-dir %s (the %s state)' % (label, state))
         check_earlier(t, label, state)
+    if is_prune(t.scen):
+        check_prune_dates(t, label, state)
     return state, report
 
 
@@ -1212,7 +1354,7 @@ def appends_in_place(scen):
     crash or an error may leave a longer prefix of the new state, which the
     next run completes) rather than going through out.fs.part."""
     st, args, _ = SCENARIOS[scen]
-    return st in ('recover', 'bstandby0') and '-F' not in args
+    return st in ('recover', 'bstandby0', 'precover') and '-F' not in args
 
 
 def check_output_consistent(t):
@@ -1364,11 +1506,16 @@ def check_cleanup_left(t, clean, now, err):
     rc, _, err = w.repozo(d, ['-V', '-r', 'repo'])
     must(rc == 0, '-V after the cleanup error failed: %s' % ' | '.join(errlines(err)))
     check_recovers_new(t, 'post')
+    if is_prune(t.scen):
+        check_prune_dates(t, 'after the cleanup error', 'new')
     rc, _, err = w.repozo(d, SCENARIOS[t.scen][1], T_RUN)
     must(rc == 0, 'rerun without the fault failed (%s): %s' % (rc, ' | '.join(errlines(err))))
     after = snapshot(os.path.join(d, 'repo'))
     must(not (extra & set(after)), 'the rerun did not remove what the cleanup left: '
          + ' '.join(sorted(extra & set(after))))
+    if is_prune(t.scen):
+        check_pruned(t, 'after the rerun')
+        check_prune_dates(t, 'after the rerun', 'new')
     t.notes.append('committed, cleanup error: a warning, left %d file(s)' % len(extra))
 
 
@@ -1425,6 +1572,9 @@ def oracle_error(t, rc, err):
     check_recovers_new(t, 'post')
     if is_blob(t.scen):
         check_earlier(t, 'after the rerun', 'new')
+    if is_prune(t.scen):
+        check_pruned(t, 'after the rerun')
+        check_prune_dates(t, 'after the rerun', 'new')
 
 
 def oracle_retry(t, rc, err):
@@ -1441,7 +1591,7 @@ def oracle_retry(t, rc, err):
         return oracle_error(t, rc, err)
     must(rc == 0, 'exit %s: %s' % (rc, ' | '.join(lines)))
     if (t.fault.kind == 'EINTR' and t.fault.syscall in ('open', 'openat')
-            and SCENARIOS[t.scen][2] == 'backup'
+            and SCENARIOS[t.scen][2] == 'backup' and lines
             and all(l.startswith('repozo: warning:') for l in lines)):
         # opendir(3) does not retry: the best-effort cleanup after the
         # commit (removing unused blob revisions) may give up with a
@@ -1502,9 +1652,9 @@ def io_faults(world, scen):
     faults = []
     short = world.args.short
     # --short: the blob scenarios (more points, slower trials) thinner,
-    # and blob-standby in the kill-sweep only, to keep `all --short` near
-    # two minutes
-    if short and scen == 'blob-standby' and not world.args.scenario:
+    # and blob-standby and prune in the kill-sweep only, to keep `all
+    # --short` near two minutes
+    if short and scen in ('blob-standby', 'prune') and not world.args.scenario:
         return []
     mult = 3 if short and is_blob(scen) else 1
     for name, ks in by_call(points):
@@ -1721,13 +1871,18 @@ def mode_enospc(world):
     # tmpfs too, so the new blob revisions need the room
     short = world.args.short
     for scen in (['full', 'quick', 'blob-quick'] if short else
-                 ['full', 'full-gz', 'quick', 'quick-gz', 'blob-full', 'blob-incr', 'blob-quick']):
+                 ['full', 'full-gz', 'quick', 'quick-gz', 'blob-full', 'blob-incr', 'blob-quick',
+                  'prune']):
         blob = is_blob(scen)
         clean = world.clean_run(scen)
         base = os.path.join(world.state_dir(scen), 'repo')
         base_pages = tree_pages(base)
         cd = clean['dir'] + '-plain'
         need = tree_pages(os.path.join(cd, 'repo'))
+        # what the run removes at its end (--prune-index) takes room until then
+        need += sum(pages(os.path.getsize(os.path.join(base, n))) for n in os.listdir(base)
+                    if os.path.isfile(os.path.join(base, n))
+                    and not os.path.exists(os.path.join(cd, 'repo', n)))
         extra = need - base_pages
         fracs = (0, 0.5) if short and blob else (0, 0.25, 0.5, 0.75, 0.9)
         steps = sorted(set([max(1, base_pages + int(extra * f)) for f in fracs]
@@ -1781,6 +1936,9 @@ def mode_enospc(world):
                 check_recovers_new(t, 'post')
                 if blob:
                     check_earlier(t, 'after the run', 'new')
+                if is_prune(scen):
+                    check_pruned(t, 'after the run')
+                    check_prune_dates(t, 'after the run', 'new')
             except Failure as e:
                 fail(label, d, str(e))
             finally:
@@ -1833,11 +1991,12 @@ def mode_enospc(world):
     # recovery into a too-small tmpfs: the old output must survive (a full
     # recovery through out.fs.part checks the free space first; one that
     # extends out.fs in place needs room for the missing files only)
-    new, new_index = fx['s3'], fx['new_index']
-    idx_pages = pages(len(new_index))
     for scen in (['recover-full', 'recover'] if world.args.short
-                 else ['recover-full', 'recover-foreign', 'recover']):
-        old, old_index = fx['rec_old'][SCENARIOS[scen][0]]
+                 else ['recover-full', 'recover-foreign', 'recover', 'prune-recover-full',
+                       'prune-recover']):
+        e = world.rec_expect(scen)
+        old, old_index, new, new_index = e['old'], e['old_index'], e['new'], e['new_index']
+        idx_pages = pages(len(new_index))
         old_pages = pages(len(old)) + pages(len(old_index))
         in_place = appends_in_place(scen)
         if in_place:

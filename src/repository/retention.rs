@@ -172,16 +172,34 @@ impl Repository {
             Ok(Some(c)) if c.has_dat => c,
             // nothing a .dat vouches for: nothing to prune
             Ok(_) => return (0, 0),
+            // reading the chain failed: nothing removed, and it is said
+            Err(e @ Error::Io { .. }) => {
+                warn(&e);
+                return (0, 0);
+            }
             Err(e) => {
                 log.note(format_args!("--prune-index: nothing removed: {e}"));
                 return (0, 0);
             }
         };
         let increments: Vec<&DataFile> = chain.files.iter().skip(1).map(|c| &c.file).collect();
-        // the newest increment that has an .index keeps it
-        let newest = increments
-            .iter()
-            .rposition(|f| std::fs::symlink_metadata(self.index_path(f)).is_ok());
+        // the newest increment that has an .index keeps it (an error
+        // looking is not "it has none": nothing is removed then)
+        let mut newest = None;
+        for (i, f) in increments.iter().enumerate().rev() {
+            let p = self.index_path(f);
+            match std::fs::symlink_metadata(&p) {
+                Ok(_) => {
+                    newest = Some(i);
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn(&Error::io("inspect", &p, e));
+                    return (0, 0);
+                }
+            }
+        }
         let Some(newest) = newest else {
             return (0, 0);
         };

@@ -20,6 +20,7 @@ mod man;
 mod metrics;
 mod montecarlo;
 mod paths;
+mod prune_faults;
 mod prune_index;
 mod recover;
 mod reliability;

@@ -27,6 +27,17 @@ transaction left at the end of the file), then:
   ZODB's repozo compares -D as a string), or a date before every backup
   (must fail).
 
+--prune-index (two seeds in three, or ``--prune on``): each of our backups
+adds the option with the run's probability (0.4 or 0.8, from their own
+generator). The model records the md5 of every backup's ``.index`` as it
+was written and after a backup with the option requires the newest
+chain's ``.index`` files to be exactly its full backup's and its newest
+increment's (other chains' untouched). Every recovery to a file must give
+``FILE.index`` byte for byte equal to the one the backup wrote at that
+date: ours copies or rebuilds it; ZODB's repozo gives no ``FILE.index``
+when that ``.index`` was pruned (a stale one from an earlier recovery is
+removed first: ZODB's repozo leaves it beside the new file).
+
 Blob mode (half the seeds, or ``--blobs on``): the database has a blob
 directory; blob transactions (tests/py/blobtool.py: add, change, drop
 blobs), undos of them and packs with the blob directory change it; most
@@ -38,7 +49,8 @@ ZODB's repozo or without the option), fail with "has no blob list".
 
 At the end every saved state is recovered at its date and compared with
 the copy saved at the time (a bounded sample of copies is kept; the other
-states are compared by size and md5).
+states are compared by size and md5; a sample of the states whose
+``.index`` was pruned too).
 
 Time is simulated: REPOZO_TEST_NOW (ours) and repozo's ``gen_filedate``
 (ZODB's) follow a clock that advances 1..100000 s per backup, sometimes
@@ -110,6 +122,7 @@ MAX_REPO = 40 << 20       # force -F -k above this repository size
 MAX_COPIES = 40           # saved copies of past states, for -D checks
 MAX_FINAL_MD5_CHECKS = 40  # states without a copy checked at the end
 MAX_FINAL_BETWEEN = 20    # random in-between dates checked at the end
+MAX_FINAL_PRUNED = 20     # ... and states whose .index was pruned
 
 LONG = {
     'B': 'backup', 'R': 'recover', 'V': 'verify', 'Q': 'quick',
@@ -165,6 +178,8 @@ class State:
         self.head = None            # name of its chain's full backup
         self.copy = None            # path of a saved copy of the state
         self.blob_list = False      # made with --blob-dir (has a .blobs)
+        self.index_md5 = None       # md5 of its .index as the backup wrote it
+        self.has_index = True       # its .index is still there (not pruned)
         self.blob_dump = None       # blob mode: what ZODB reads then
 
 
@@ -422,7 +437,7 @@ def check_index(out_path, want_pos, want_index=None):
 class MonteCarlo:
 
     def __init__(self, seed, steps, binary, workdir, verbose=False,
-                 blobs='auto'):
+                 blobs='auto', prune='auto'):
         self.seed = seed
         # Blob mode (half the seeds): the database has a blob directory,
         # blob transactions, packs and undos change it, our backups and
@@ -447,6 +462,13 @@ class MonteCarlo:
         if self.blob_mode:
             self.src.blob_dir = os.path.join(workdir, 'src', 'blobs')
         self.tools = Tools(binary, workdir)
+        # --prune-index: a per-run probability for our backups, from its
+        # own generator (a run without it is what it was)
+        self.prng = random.Random('prune-%d' % seed)
+        if prune == 'auto':
+            self.prune_p = self.prng.choice([0, 0.4, 0.8])
+        else:
+            self.prune_p = {'on': 0.6, 'off': 0}[prune]
         # the simulated clock: somewhere in 2026
         self.now = parse_stamp('2026-01-01-00-00-00') + self.rng.randrange(
             365 * 86400)
@@ -458,7 +480,8 @@ class MonteCarlo:
                       'ours': 0, 'zodb': 0, 'date': 0, 'pack': 0,
                       'partial': 0, 'blob txns': 0, 'blob undo': 0,
                       'blob backups': 0, 'blob recoveries': 0,
-                      'blob refused': 0}
+                      'blob refused': 0, 'prune': 0, 'pruned': 0,
+                      'index rebuilt': 0, 'zodb no index': 0}
         self.committed = 0
         self.after_empty = False
         self.index = {}
@@ -681,6 +704,13 @@ class MonteCarlo:
         if with_blobs:
             argv += ['--blob-dir', self.src.blob_dir]
             self.stats['blob backups'] += 1
+        prune = tool == 'ours' and self.prng.random() < self.prune_p
+        if prune:
+            if self.prng.random() < 0.5:
+                argv.insert(0, '--prune-index')
+            else:
+                argv.append('--prune-index')
+            self.stats['prune'] += 1
         before = set(os.listdir(self.repo))
         if tool == 'ours':
             res = self.tools.ours(argv, now)
@@ -733,11 +763,30 @@ class MonteCarlo:
             else:
                 self.dats[st.head] += line
             self.states.append(st)
+            # the .index as the backup wrote it (before any pruning)
+            ipath = os.path.join(self.repo, name.rsplit('.', 1)[0] + '.index')
+            if os.path.exists(ipath):
+                with open(ipath, 'rb') as f:
+                    st.index_md5 = md5(f.read())
             self.after_empty = want == 'empty'
             if rng.random() < 0.25:
                 self.save_copy(st)
             self.note('%s %s [%d, %d);' % (want, name, start,
                                            self.committed))
+        if prune:
+            # the newest chain keeps the .index of its full backup and of
+            # its newest increment that has one; other chains keep theirs
+            incs = self.chain()[1:]
+            keep = max((i for i, s in enumerate(incs) if s.has_index),
+                       default=None)
+            n = 0
+            if keep is not None:
+                for s in incs[:keep]:
+                    if s.has_index:
+                        s.has_index = False
+                        n += 1
+            self.stats['pruned'] += n
+            self.note('(--prune-index: %d .index removed)' % n)
         # ZODB's repozo -k leaves the blob lists of what it removes; our
         # next backup removes them
         self.dead_lists_ok = tool == 'zodb' and (
@@ -760,7 +809,8 @@ class MonteCarlo:
         want = set()
         for s in self.states:
             want.add(s.name)
-            want.add(s.name.rsplit('.', 1)[0] + '.index')
+            if s.has_index:
+                want.add(s.name.rsplit('.', 1)[0] + '.index')
             if s.blob_list:
                 want.add(s.name.rsplit('.', 1)[0] + '.blobs')
         names.discard('blobs')  # the blob store
@@ -836,6 +886,11 @@ class MonteCarlo:
             blob_dir = out + '.blobs'
             shutil.rmtree(blob_dir, ignore_errors=True)
             argv += ['--blob-dir=' + blob_dir]
+        pruned = state is not None and not state.has_index
+        if tool == 'zodb' and pruned and os.path.exists(out + '.index'):
+            # ZODB's repozo leaves an old FILE.index beside the new FILE
+            # when the backup's .index is missing: not what is tested here
+            os.remove(out + '.index')
         if tool == 'ours':
             stdout_path = os.path.join(self.outdir, 'stdout.fs') \
                 if to_stdout else None
@@ -878,12 +933,32 @@ class MonteCarlo:
             raise Failure('recovered %d bytes (md5 %s), want %d (md5 %s)\n%s'
                           % (len(got), md5(got), want_size, want_digest,
                              res.describe()))
-        if not to_stdout:
+        if not to_stdout and tool == 'zodb' and pruned:
+            # ZODB's repozo: no .index to restore
+            if os.path.exists(got_path + '.index'):
+                raise Failure('ZODB\'s repozo recovered a date whose .index '
+                              'was pruned, but %s.index exists\n%s'
+                              % (got_path, res.describe()))
+            label += ' (no .index)'
+            self.stats['zodb no index'] += 1
+        elif not to_stdout:
             problem = check_index(got_path, want_size,
                                   self.index if date is None else None)
+            if problem is None and state is not None:
+                with open(got_path + '.index', 'rb') as f:
+                    got_md5 = md5(f.read())
+                if got_md5 != state.index_md5:
+                    problem = ('%s.index (md5 %s) is not the .index the backup '
+                               '%s wrote (md5 %s)%s'
+                               % (got_path, got_md5, state.name,
+                                  state.index_md5,
+                                  ', pruned: rebuilt' if pruned else ''))
             if problem:
                 raise Failure('recovered index: %s\n%s'
                               % (problem, res.describe()))
+            if pruned:
+                label += ' (.index rebuilt)'
+                self.stats['index rebuilt'] += 1
         if blobs_ok:
             got_blobs = blob_dump(got_path, blob_dir)
             if got_blobs != state.blob_dump:
@@ -982,6 +1057,8 @@ class MonteCarlo:
         others = [s for s in self.states if not s.copy]
         checks += self.rng.sample(others, min(len(others),
                                               MAX_FINAL_MD5_CHECKS))
+        pruned = [s for s in others if not s.has_index and s not in checks]
+        checks += self.prng.sample(pruned, min(len(pruned), MAX_FINAL_PRUNED))
         checks += [None] * (MAX_FINAL_BETWEEN if self.states else 0)
         for st in checks:
             self.log.append('final:')
@@ -1029,6 +1106,10 @@ def main(argv=None):
     p.add_argument('--blobs', choices=['auto', 'on', 'off'], default='auto',
                    help='a blob directory: on, off, or for half the seeds '
                    '(auto, the default)')
+    p.add_argument('--prune', choices=['auto', 'on', 'off'], default='auto',
+                   help='our backups add --prune-index: with probability '
+                   '0.6 (on), never (off), or for two seeds in three with '
+                   'a probability of 0.4 or 0.8 (auto, the default)')
     args = p.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom(
     ).randrange(1 << 32)
@@ -1044,7 +1125,7 @@ def main(argv=None):
                                dir=args.workdir)
     started = time.time()
     mc = MonteCarlo(seed, args.steps, binary, workdir, args.verbose,
-                    args.blobs)
+                    args.blobs, args.prune)
     passed, failed, replay_steps = mc.run(sys.stdout)
     elapsed = time.time() - started
     st = mc.stats
@@ -1059,6 +1140,12 @@ def main(argv=None):
               'with --blob-dir, %d refused (a file without blobs)' % (
                   st['blob txns'], st['blob undo'], st['blob backups'],
                   st['blob recoveries'], st['blob refused']))
+    if mc.prune_p:
+        print('--prune-index: %d backups with it (p %.1f), %d .index files '
+              'pruned; %d recoveries rebuilt FILE.index, %d by ZODB\'s '
+              'repozo without it' % (
+                  st['prune'], mc.prune_p, st['pruned'], st['index rebuilt'],
+                  st['zodb no index']))
     print('time in our repozo %.1f s, in ZODB\'s repozo %.1f s, in the '
           'model and ZODB %.1f s' % (
               mc.tools.ours_time, mc.tools.zodb_time,
@@ -1069,6 +1156,8 @@ def main(argv=None):
                % (seed, replay_steps))
         if args.bin:
             cmd += ' --bin %s' % args.bin
+        if args.prune != 'auto':
+            cmd += ' --prune %s' % args.prune
         print('work dir: %s' % workdir)
         print('replay: %s' % cmd, flush=True)
         return 1
