@@ -11,11 +11,17 @@ use std::io;
 /// 12% larger files.
 pub const GZIP_LEVEL: i32 = 1;
 
-/// A compressor for [`gzip_member`], one per thread.
+/// A compressor for [`gzip_member`] at [`GZIP_LEVEL`], one per thread.
 pub fn compressor() -> libdeflater::Compressor {
-    libdeflater::Compressor::new(
-        libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a valid libdeflate level"),
-    )
+    compressor_at(GZIP_LEVEL).expect("GZIP_LEVEL is a valid libdeflate level")
+}
+
+/// A compressor at another libdeflate `level` (0 to 12), for measuring
+/// levels (`examples/gzip_levels.rs`); `None` for a level out of range.
+pub fn compressor_at(level: i32) -> Option<libdeflater::Compressor> {
+    libdeflater::CompressionLvl::new(level)
+        .ok()
+        .map(libdeflater::Compressor::new)
 }
 
 /// Compress `data` into one complete gzip member. A `-z` file is a
