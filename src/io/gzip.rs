@@ -4,18 +4,28 @@
 use std::io;
 
 /// gzip level for `-z`. ZODB's repozo uses Python's zlib at its default of
-/// 9, in one thread. We compress 1 MiB members with libdeflate at level 1:
-/// on FileStorage data (`scripts/bench.py`, half the payloads random) it
-/// wrote files 1.1% larger than Python's level 9 at 1.8 times the speed of
-/// zlib-rs level 2 (which wrote 1.4% larger files); zlib-rs level 1 wrote
-/// 12% larger files.
-pub const GZIP_LEVEL: i32 = 1;
+/// 9, in one member on one thread; we compress 1 MiB members with
+/// libdeflate on two threads. Level 6 is the fastest within 1.02x of
+/// Python's size on Plone-like data (`scripts/bench.py --size pickles`,
+/// gzip -9 makes it 3.4x smaller): 1.016x, where level 5 wrote 1.027x,
+/// level 4 1.046x, level 1 1.089x. It costs 2.5 times level 1's CPU
+/// there: `-BFz` measured 7.7x faster than ZODB's repozo on two idle
+/// cores (level 1: 18x; level 5 estimated at 10x). On the half-random
+/// benchmark data level 6 writes 1.002x (level 1: 1.011x). All levels
+/// and the method: docs/bench-gzip.md.
+pub const GZIP_LEVEL: i32 = 6;
 
-/// A compressor for [`gzip_member`], one per thread.
+/// A compressor for [`gzip_member`] at [`GZIP_LEVEL`], one per thread.
 pub fn compressor() -> libdeflater::Compressor {
-    libdeflater::Compressor::new(
-        libdeflater::CompressionLvl::new(GZIP_LEVEL).expect("a valid libdeflate level"),
-    )
+    compressor_at(GZIP_LEVEL).expect("GZIP_LEVEL is a valid libdeflate level")
+}
+
+/// A compressor at another libdeflate `level` (0 to 12), for measuring
+/// levels (`examples/gzip_levels.rs`); `None` for a level out of range.
+pub fn compressor_at(level: i32) -> Option<libdeflater::Compressor> {
+    libdeflater::CompressionLvl::new(level)
+        .ok()
+        .map(libdeflater::Compressor::new)
 }
 
 /// Compress `data` into one complete gzip member. A `-z` file is a
