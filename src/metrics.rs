@@ -10,6 +10,7 @@
 //! timer) keeps both.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -273,7 +274,17 @@ fn within(dir: &Path, top: &Path) -> bool {
 pub fn write(file: &Path, r: &RunReport, blob_dir: Option<&Path>) -> Result<()> {
     let (file, old) = target(file, r.repository, blob_dir)?;
     let text = render(r, &old, repository_state(r.repository));
-    durable::write_file(&parent_of(&file), &file, text.as_bytes())
+    // readable by node_exporter's user whatever the umask (the units'
+    // UMask=0077 made it 0600, owned by root: never collected)
+    let mut t = durable::TempFile::new_in(&parent_of(&file))?;
+    let p = t.path().to_path_buf();
+    t.file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| Error::io("set the mode of", &p, e))?;
+    t.file()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io("write", &p, e))?;
+    t.publish(&file, true)
 }
 
 #[cfg(test)]

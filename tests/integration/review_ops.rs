@@ -124,3 +124,53 @@ fn metrics_never_replace_a_device_or_read_a_fifo() {
         assert!(t.is_char_device());
     }
 }
+
+/// The units run with `UMask=0077`: the metrics file was 0600, owned by
+/// root, which node_exporter (its own user) cannot read, so the alerts on
+/// its series never fired. It is 0644 whatever the umask.
+#[test]
+fn metrics_are_readable_by_the_collector_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_db(1805, 5);
+    let script = format!("umask 077; exec {BIN} \"$@\"");
+    let mut cmd = repozo_cmd(env.root(), &[], T1);
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    cmd = Command::new("sh");
+    cmd.current_dir(env.root()).args([
+        "-c",
+        &script,
+        "sh",
+        "-B",
+        "-r",
+        "repo",
+        "-f",
+        "Data.fs",
+        "--metrics=m.prom",
+    ]);
+    for (k, v) in envs {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    exec(cmd).ok();
+    let mode = std::fs::metadata(env.path("m.prom"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+    // the backup itself keeps the umask
+    let fs = env
+        .repo_names()
+        .into_iter()
+        .find(|n| n.ends_with(".fs"))
+        .unwrap();
+    let mode = std::fs::metadata(env.repo().join(fs))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0);
+}
