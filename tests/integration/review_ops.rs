@@ -174,3 +174,47 @@ fn metrics_are_readable_by_the_collector_whatever_the_umask() {
         .mode();
     assert_eq!(mode & 0o077, 0);
 }
+
+/// A check by a user who may not write to the repository opens the lock
+/// file for reading; when that is a FIFO (planted or made by mistake), the
+/// open waited for a writer forever: the check hung. Needs root (to run
+/// as `nobody`); skipped otherwise.
+#[test]
+fn a_read_only_check_never_hangs_on_a_fifo_lock_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_db(1806, 5);
+    env.backup(&[], T1);
+    let lock = env.repo().join(LOCK_NAME);
+    std::fs::remove_file(&lock).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&lock)
+        .status()
+        .unwrap()
+        .success());
+    for p in [env.root().to_path_buf(), env.repo()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for n in env.repo_names() {
+        let p = env.repo().join(n);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut cmd = Command::new("timeout");
+    cmd.current_dir(env.root()).args([
+        "20",
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        BIN,
+        "-V",
+        "-r",
+        "repo",
+    ]);
+    let o = exec(cmd);
+    if o.stderr_str().contains("setpriv") {
+        eprintln!("skipped: cannot run as nobody: {}", o.describe());
+        return;
+    }
+    assert_ne!(o.code(), Some(124), "the check hung: {}", o.describe());
+    o.ok();
+}
