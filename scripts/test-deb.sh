@@ -65,8 +65,11 @@ cmdline() { sed -n 's/^ExecStart=//p' "/lib/systemd/system/$1@.service" | sed "s
 $(cmdline repozo-backup)
 .venv/bin/python tests/py/blobtool.py write "$W/Data.fs" "$W/blobs" --seed 8 --txns 3 >/dev/null
 sleep 1
-$(cmdline repozo-backup)
-$(cmdline repozo-check)
+# as the units do (UMask=0077): the metrics stay readable by node_exporter
+(umask 077; $(cmdline repozo-backup))
+(umask 077; $(cmdline repozo-check))
+test "$(stat -c %a "/var/lib/repozo/repozo-backup-$name.prom")" = 644
+test "$(stat -c %a "/var/lib/repozo/repozo-check-$name.prom")" = 644
 ls -la "/var/backups/repozo/$name"
 grep -q "repozo_last_run_success{repository=\"/var/backups/repozo/$name\",mode=\"backup\"} 1" \
     "/var/lib/repozo/repozo-backup-$name.prom"

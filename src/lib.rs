@@ -82,6 +82,16 @@ pub fn run(run: &cli::Run) -> Result<()> {
     for note in &run.ignored {
         log.note(format_args!("{note}"));
     }
+    let blob_dir = match &run.action {
+        cli::Action::Backup(o) => o.blob_dir.as_deref(),
+        cli::Action::Recover(o) => o.blob_dir.as_deref(),
+        _ => None,
+    };
+    if let Some(file) = &run.metrics {
+        // a FILE that must not be replaced (the source, a file in the
+        // repository, a device) is refused before anything is done
+        metrics::target(file, &run.repository, blob_dir)?;
+    }
     let what = perform(&run.action, &log);
     progress::done();
     if let Some(file) = &run.metrics {
@@ -100,7 +110,7 @@ pub fn run(run: &cli::Run) -> Result<()> {
             written: progress::bytes_written(),
             kind: what.as_ref().ok().and_then(|(_, kind)| *kind),
         };
-        if let Err(e) = metrics::write(file, &report) {
+        if let Err(e) = metrics::write(file, &report, blob_dir) {
             log.warn(format_args!("--metrics: {e}"));
             if what.is_err() {
                 // the run's own error is what the exit status reports

@@ -10,9 +10,10 @@
 //! timer) keeps both.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::stamp::Stamp;
 use crate::io::durable;
 use crate::repository::Repository;
@@ -168,15 +169,122 @@ pub fn render(r: &RunReport, old: &str, state: Option<(usize, u64, Option<Stamp>
     s
 }
 
-/// Write FILE for the run `r`, atomically.
-pub fn write(file: &Path, r: &RunReport) -> Result<()> {
-    let old = std::fs::read_to_string(file).unwrap_or_default();
-    let text = render(r, &old, repository_state(r.repository));
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+/// What every file we write starts with.
+const MAGIC: &str = "# HELP repozo_";
+
+/// The file `--metrics=FILE` writes (FILE, or the file a symbolic link
+/// FILE leads to) and the text a previous run left there ("" for none).
+///
+/// Refused, as nothing a run may replace: an existing file that is not one
+/// of ours (the source, a recovered file, anything but an empty file or one
+/// starting with [`MAGIC`]), anything but a regular file (a FIFO would hang
+/// the run, a device node would be replaced), and a FILE inside the
+/// repository or the blob directory (a name like a backup's would become
+/// one). Other problems (a missing directory) are left to the write.
+pub fn target(
+    file: &Path,
+    repository: &Path,
+    blob_dir: Option<&Path>,
+) -> Result<(PathBuf, String)> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |p: &Path, why: &str| {
+        Error::io(
+            "write metrics to",
+            p,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{why}: choose another --metrics FILE"),
+            ),
+        )
     };
-    durable::write_file(dir, file, text.as_bytes())
+    let mut path = file.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&path).map_err(|e| Error::io("read", &path, e))?;
+                path = parent_of(&path).join(to);
+            }
+            _ => break,
+        }
+    }
+    let dir = parent_of(&path);
+    for (inside, what) in [
+        (Some(repository), "the repository"),
+        (blob_dir, "the blob directory"),
+    ] {
+        if let Some(inside) = inside {
+            if within(&dir, inside) {
+                return Err(refuse(&path, &format!("it is in {what}")));
+            }
+        }
+    }
+    let mut old = String::new();
+    match std::fs::symlink_metadata(&path) {
+        Err(_) => return Ok((path, old)),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(refuse(&path, "too many symbolic links"));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(refuse(&path, "it is not a regular file"));
+        }
+        Ok(_) => {}
+    }
+    // O_NONBLOCK: what was a file a moment ago may be a FIFO now
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&path);
+    if let Ok(f) = f {
+        if f.metadata().is_ok_and(|m| !m.is_file()) {
+            return Err(refuse(&path, "it is not a regular file"));
+        }
+        let mut bytes = Vec::new();
+        let _ = f.take(1 << 20).read_to_end(&mut bytes);
+        if !bytes.is_empty() && !bytes.starts_with(MAGIC.as_bytes()) {
+            return Err(refuse(
+                &path,
+                "it exists and is not a metrics file of repozo's, and is never replaced",
+            ));
+        }
+        old = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    Ok((path, old))
+}
+
+/// `p`'s directory (`.` for a bare name).
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether the directory `dir` is `top` or below it (by any path).
+fn within(dir: &Path, top: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(t), Ok(d)) = (std::fs::metadata(top), std::fs::canonicalize(dir)) else {
+        return false;
+    };
+    d.ancestors()
+        .any(|a| std::fs::metadata(a).is_ok_and(|m| m.dev() == t.dev() && m.ino() == t.ino()))
+}
+
+/// Write FILE for the run `r`, atomically (refused as [`target`] says).
+pub fn write(file: &Path, r: &RunReport, blob_dir: Option<&Path>) -> Result<()> {
+    let (file, old) = target(file, r.repository, blob_dir)?;
+    let text = render(r, &old, repository_state(r.repository));
+    // readable by node_exporter's user whatever the umask (the units'
+    // UMask=0077 made it 0600, owned by root: never collected)
+    let mut t = durable::TempFile::new_in(&parent_of(&file))?;
+    let p = t.path().to_path_buf();
+    t.file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| Error::io("set the mode of", &p, e))?;
+    t.file()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io("write", &p, e))?;
+    t.publish(&file, true)
 }
 
 #[cfg(test)]

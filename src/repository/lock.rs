@@ -54,10 +54,12 @@ impl Repository {
             {
                 // a lock file that exists locks as well when opened for
                 // reading (a read-only mount, as a hardened check unit
-                // sees the repository)
+                // sees the repository); O_NONBLOCK: a FIFO there must
+                // not hang the run (opening one for reading waits for a
+                // writer)
                 match OpenOptions::new()
                     .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
                     .open(&path)
                 {
                     Ok(f) => f,

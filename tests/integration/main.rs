@@ -29,6 +29,7 @@ mod review_blobs;
 mod review_chains;
 mod review_layers;
 mod review_misc;
+mod review_ops;
 mod review_prune;
 mod review_recover;
 mod review_round2;
