@@ -609,6 +609,22 @@ pub fn parse_duration(s: &str) -> Result<u64> {
 mod tests {
     use super::*;
 
+    /// Every option the parser knows is in `--help` (the man page and the
+    /// completions are generated from it: tests/integration/man.rs).
+    #[test]
+    fn every_option_is_in_the_help() {
+        for o in LONG.iter().chain(EXTRA_LONG) {
+            let name = o.trim_end_matches('=');
+            assert!(
+                USAGE.contains(&format!("--{name}")),
+                "--{name} is not in USAGE"
+            );
+        }
+        for c in SHORT.chars().filter(|c| *c != ':') {
+            assert!(USAGE.contains(&format!("-{c}")), "-{c} is not in USAGE");
+        }
+    }
+
     fn run(args: &[&str]) -> Result<Run> {
         match parse(args.iter().copied())? {
             Command::Run(r) => Ok(*r),

@@ -35,4 +35,5 @@ mod review_recover;
 mod review_round2;
 mod source;
 mod sums;
+mod units;
 mod verify;
