@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 fn rank(module: &str) -> (u8, &str) {
     let layer = module.split("::").next().unwrap_or(module);
     match layer {
-        "main" | "lib" | "cli" => (4, "top"),
+        "main" | "lib" | "cli" | "metrics" => (4, "top"),
         "command" => (3, "command"),
         "repository" => (2, "repository"),
         "format" => (1, "format"),
