@@ -2,41 +2,9 @@
 //! `-R --blob-dir` leaves (found by `scripts/faults.py` kill-sweep, blob
 //! scenarios), each of which the next run must handle.
 
-use std::path::Path;
 use std::process::Command;
 
 use crate::util::*;
-
-/// `scripts/faults.py _inject` (the ptrace injector) running our binary
-/// in `env` at `now`, optionally killed before the call `fault`
-/// (`kill:SYSCALL:K`); with `log`, every file call on `env` is logged.
-fn inject(env: &Env, args: &[&str], now: &str, fault: Option<&str>, log: Option<&Path>) -> Output {
-    let mut c = Command::new(python());
-    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/faults.py"))
-        .arg("_inject")
-        .arg("--scope")
-        .arg(env.root());
-    if let Some(f) = fault {
-        c.args(["--fault", f]);
-    }
-    if let Some(l) = log {
-        c.arg("--log").arg(l);
-    }
-    c.arg("--").arg(BIN).args(args);
-    c.current_dir(env.root()).env("REPOZO_TEST_NOW", now);
-    exec(c)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
-}
 
 /// A recovery killed while it created its blob directory leaves `tmp/`
 /// and a temporary `.layout` in it; the next run refused that directory

@@ -800,3 +800,44 @@ pub fn write_blobs(env: &Env, seed: u64, txns: u32, extra: &[&str]) {
 pub fn dump_blobs(env: &Env, fs: &str, dir: &str) -> String {
     blobtool(env, &["dump", fs, dir]).ok().stdout_str()
 }
+
+// ---------------------------------------------------------------------------
+// fault injection
+
+/// `scripts/faults.py _inject` (the ptrace injector) running our binary
+/// in `env` at `now`, with the fault `fault` injected (`kill:SYSCALL:K`,
+/// `EIO:SYSCALL:K`, ...); with `log`, every file call on `env` is logged.
+pub fn inject(
+    env: &Env,
+    args: &[&str],
+    now: &str,
+    fault: Option<&str>,
+    log: Option<&Path>,
+) -> Output {
+    let mut c = Command::new(python());
+    c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/faults.py"))
+        .arg("_inject")
+        .arg("--scope")
+        .arg(env.root());
+    if let Some(f) = fault {
+        c.args(["--fault", f]);
+    }
+    if let Some(l) = log {
+        c.arg("--log").arg(l);
+    }
+    c.arg("--").arg(BIN).args(args);
+    c.current_dir(env.root()).env("REPOZO_TEST_NOW", now);
+    exec(c)
+}
+
+/// `cp -a FROM TO`, replacing TO.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
