@@ -115,7 +115,9 @@ Beyond ZODB's repozo (long options only, but -L):
     -L / --list
         List every chain of the repository, oldest first: each file's
         stamp, kind, byte range, size on disk and state; per chain the
-        dates it recovers, its size, and its problems.
+        dates it recovers, its size, and its problems. The repository may
+        be s3://BUCKET/PREFIX on S3-compatible object storage (endpoint and
+        credentials from the AWS environment: AWS_ENDPOINT_URL, ...).
 
     --json
         With -L: print the listing as JSON.

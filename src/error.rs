@@ -55,6 +55,9 @@ pub enum Error {
     SourceReplaced(PathBuf),
     /// Another run holds the repository lock.
     Locked(PathBuf),
+    /// Object storage (`-r s3://`): a call failed or a mode is not there
+    /// yet; the message says which and why.
+    Remote(String),
     /// Not enough free space for the recovered file.
     NoSpace { path: PathBuf, need: u64, have: u64 },
     /// The newest backup is stamped too far after the clock (a clock that
@@ -96,6 +99,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(msg) => write!(f, "{msg}"),
+            Error::Remote(msg) => write!(f, "{msg}"),
             Error::NoFiles(msg) => write!(f, "{msg}"),
             Error::WouldOverwrite(p) => {
                 write!(f, "Cannot overwrite existing file: {}", p.display())

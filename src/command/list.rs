@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::format::dat;
 use crate::format::stamp::{DataName, Kind, Stamp};
 use crate::log::Log;
 use crate::repository::chains::DataFile;
@@ -83,8 +82,11 @@ impl ChainReport {
 
 /// Describe every chain of the repository.
 pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
-    let repo_dir = &opts.repository;
-    let repo = &Repository::open(repo_dir)?;
+    describe_in(&Repository::open_any(&opts.repository)?, log)
+}
+
+/// Describe every chain of `repo`.
+fn describe_in(repo: &Repository, log: &Log) -> Result<Vec<ChainReport>> {
     let _lock = repo.lock(false, log)?;
     let listing = repo.list()?;
     // chains are named by their full backups and by their .dat files; a
@@ -95,7 +97,7 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
         out.push(ChainReport {
             head: strays[0].name.stamp,
             has_dat: false,
-            files: strays.iter().map(report_unlisted).collect(),
+            files: strays.iter().map(|f| report_unlisted(repo, f)).collect(),
             problems: vec!["increments without a full backup before them".into()],
             recoverable: Vec::new(),
         });
@@ -105,12 +107,7 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     }
     for f in out.iter_mut().flat_map(|c| c.files.iter_mut()) {
         // followed, as recovery follows it (and as data files' sizes are)
-        f.index_size = DataName::parse(&f.name).and_then(|n| {
-            std::fs::metadata(repo.path(&n.index_name()))
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-        });
+        f.index_size = DataName::parse(&f.name).and_then(|n| repo.size_of(&n.index_name()));
         f.blobs = match repo.read_blob_list(f.stamp) {
             Ok(Some(l)) => {
                 let sizes: Vec<u64> = l
@@ -131,14 +128,14 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
     Ok(out)
 }
 
-fn report_unlisted(f: &DataFile) -> FileReport {
+fn report_unlisted(repo: &Repository, f: &DataFile) -> FileReport {
     FileReport {
         name: f.file_name(),
         stamp: f.name.stamp,
         full: f.is_full(),
         gzip: f.name.gzip,
         range: None,
-        size_on_disk: std::fs::metadata(&f.path).ok().map(|m| m.len()),
+        size_on_disk: repo.size_of(&f.file_name()),
         size_ok: None,
         listed: false,
         blobs: None,
@@ -155,7 +152,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
         problems: Vec::new(),
         recoverable: Vec::new(),
     };
-    let dat = match dat::read(&dat_path) {
+    let dat = match repo.read_dat(&dat_path) {
         Ok(d) => d,
         Err(e) => {
             report.problems.push(e.to_string());
@@ -163,7 +160,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
         }
     };
     let Some(dat) = dat else {
-        report.files = files.iter().map(report_unlisted).collect();
+        report.files = files.iter().map(|f| report_unlisted(repo, f)).collect();
         let fulls: Vec<&DataFile> = files
             .iter()
             .filter(|f| f.is_full() && f.name.stamp == head)
@@ -202,10 +199,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
     let mut broken = false;
     for line in &dat.lines {
         let name = DataName::parse(&line.name);
-        let size_on_disk = std::fs::metadata(repo.path(&line.name))
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len());
+        let size_on_disk = repo.size_of(&line.name);
         let gzip = name.as_ref().is_some_and(|n| n.gzip);
         let size_ok = match (size_on_disk, gzip) {
             (Some(s), false) => Some(s == line.len()),
@@ -255,7 +249,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
                 "{} is not listed in the .dat (orphan)",
                 f.file_name()
             ));
-            report.files.push(report_unlisted(f));
+            report.files.push(report_unlisted(repo, f));
         }
     }
     report.files.sort_by_key(|f| (f.stamp, !f.full));
@@ -264,8 +258,9 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
 
 /// Run `-L`: print the description on stdout.
 pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
-    let chains = describe(opts, log)?;
-    let store = Repository::open(&opts.repository)?.blob_store_size();
+    let repo = Repository::open_any(&opts.repository)?;
+    let chains = describe_in(&repo, log)?;
+    let store = repo.blob_store_size();
     let text = if opts.json {
         to_json(&chains, store)
     } else {

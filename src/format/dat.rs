@@ -240,6 +240,12 @@ pub fn read(path: &Path) -> Result<Option<DatFile>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", path, e)),
     };
+    parse(&bytes, path).map(Some)
+}
+
+/// Parse the bytes of a `.dat` file (named `path` in errors), as
+/// [`read`] does.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<DatFile> {
     let mut out = DatFile::default();
     let mut pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
     // split leaves an empty piece after a final newline
@@ -289,7 +295,7 @@ pub fn read(path: &Path) -> Result<Option<DatFile>> {
             _ => out.torn = Some(lossy(last)),
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -64,10 +64,8 @@ impl Repository {
     /// has none (made without `--blob-dir`, or by ZODB's repozo).
     pub fn read_blob_list(&self, stamp: Stamp) -> Result<Option<BlobList>> {
         let path = self.blob_list_path(stamp);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path, e)),
+        let Some(bytes) = self.read_small(&format!("{stamp}.{LIST_EXT}"))? else {
+            return Ok(None);
         };
         BlobList::parse(&bytes)
             .map(Some)
@@ -296,6 +294,10 @@ impl Repository {
     /// The number of stored revisions and their bytes; `None` without a
     /// store.
     pub fn blob_store_size(&self) -> Option<(u64, u64)> {
+        if let Some(r) = self.remote() {
+            let objects = r.list_under(STORE).ok()?;
+            return (!objects.is_empty()).then(|| (objects.len() as u64, objects.values().sum()));
+        }
         let store = self.path(STORE);
         if !store.is_dir() {
             return None;

@@ -15,7 +15,7 @@
 //! file in a chain's span that no `.dat` lists is an orphan.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::dat::{self, DatFile, DatLine};
@@ -75,6 +75,36 @@ impl Listing {
     }
 }
 
+/// The listing of an object-storage repository's objects (all of them
+/// regular files), as a directory of the same files gives.
+fn listing_of_objects(repo: &Path, objects: &std::collections::BTreeMap<String, u64>) -> Listing {
+    let mut out = Listing::default();
+    for fname in objects.keys() {
+        if let Some((stem, ext)) = fname.split_once('.') {
+            if matches!(ext, "dat" | "index") {
+                if let Ok(st) = Stamp::parse_date(stem) {
+                    if stem.len() == 19 {
+                        out.newest_stamp = out.newest_stamp.max(Some(st));
+                        if ext == "dat" {
+                            out.dats.push(st);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(name) = DataName::parse(fname) {
+            out.newest_stamp = out.newest_stamp.max(Some(name.stamp));
+            out.files.push(DataFile {
+                name,
+                path: repo.join(fname),
+            });
+        }
+    }
+    out.files.sort();
+    out.dats.sort();
+    out
+}
+
 impl Repository {
     /// List the backup data files of `repo`, oldest first.
     pub fn list(&self) -> Result<Listing> {
@@ -90,6 +120,9 @@ impl Repository {
 
     fn list_once(&self) -> Result<Listing> {
         let repo = self.dir();
+        if let Some(objects) = self.remote_listing()? {
+            return Ok(listing_of_objects(repo, objects));
+        }
         Repository::open(repo)?;
         let mut out = Listing::default();
         for entry in walkdir::WalkDir::new(repo).min_depth(1).max_depth(1) {
@@ -141,6 +174,21 @@ impl Repository {
         Ok(out)
     }
 
+    /// Read and parse the `.dat` at `path` (one of [`Repository::dat_path_at`]),
+    /// from the directory or the bucket; `Ok(None)` when there is none.
+    pub fn read_dat(&self, path: &Path) -> Result<Option<DatFile>> {
+        if self.remote().is_none() {
+            return dat::read(path);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.read_small(&name)?
+            .map(|b| dat::parse(&b, path))
+            .transpose()
+    }
+
     /// The `.dat` file of the chain headed by `full`.
     pub fn dat_path(&self, full: &DataFile) -> PathBuf {
         self.dat_path_at(full.name.stamp)
@@ -165,7 +213,7 @@ impl Repository {
             return Ok(None);
         };
         let dat = self.dat_path_at(head);
-        let dat_file = dat::read(&dat)?;
+        let dat_file = self.read_dat(&dat)?;
         Ok(Some(Span {
             head,
             files,
@@ -190,7 +238,7 @@ impl Repository {
         }
         for &s in listing.dats.iter().filter(|s| **s != head) {
             let p = self.dat_path_at(s);
-            match dat::read(&p) {
+            match self.read_dat(&p) {
                 Ok(Some(d)) => {
                     for f in files {
                         let name = f.file_name();
@@ -421,7 +469,7 @@ impl Repository {
         let mut claimed: HashMap<String, usize> = HashMap::new();
         for &s in &listing.dats {
             let i = heads.binary_search(&s).expect("a .dat stamp is a head");
-            if let Ok(Some(d)) = dat::read(&self.dat_path_at(s)) {
+            if let Ok(Some(d)) = self.read_dat(&self.dat_path_at(s)) {
                 for l in d.lines {
                     claimed.entry(l.name).or_insert(i);
                 }
