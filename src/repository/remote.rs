@@ -17,6 +17,13 @@ use opendal::{ErrorKind, Operator};
 
 use crate::error::{Error, Result};
 
+/// How long one call may wait for the store before it counts as failed.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How many times a call that failed for a temporary reason (throttling,
+/// a dropped connection, a server error, a timeout) is tried again.
+const RETRIES: usize = 4;
+
 /// The URL scheme of an object-storage repository.
 pub const SCHEME: &str = "s3://";
 
@@ -72,7 +79,22 @@ impl Remote {
             builder = builder.region("us-east-1");
         }
         let op = Operator::new(builder)
-            .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?;
+            .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
+            // a call that hangs (an endpoint that drops packets) fails
+            // after TIMEOUT, and is retried like any temporary failure
+            // (throttling, a dropped connection, 5xx), with backoff
+            .layer(
+                opendal::layers::TimeoutLayer::new()
+                    .with_timeout(TIMEOUT)
+                    .with_io_timeout(TIMEOUT),
+            )
+            .layer(
+                opendal::layers::RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(RETRIES)
+                    .with_min_delay(std::time::Duration::from_millis(200))
+                    .with_max_delay(std::time::Duration::from_secs(5)),
+            );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
