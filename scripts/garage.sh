@@ -67,7 +67,7 @@ ENV
     # ready when the default bucket answers
     for _ in $(seq 1 100); do
         if grep -q "S3 API server listening" "$dir/server.log" 2>/dev/null &&
-            curl -s -o /dev/null "http://127.0.0.1:$s3/repozo"; then
+            python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$s3" 2>/dev/null; then
             cat "$dir/env"
             return 0
         fi
