@@ -61,14 +61,17 @@ fn previous(text: &str, name: &str, labels: &str) -> Option<f64> {
 /// What the repository holds now: (chains, bytes of every file in it and
 /// its blob store, newest backup's stamp). `None` when it cannot be read.
 fn repository_state(dir: &Path) -> Option<(usize, u64, Option<Stamp>)> {
-    let repo = Repository::open(dir).ok()?;
+    // an s3:// repository (-L) is connected and listed again
+    let repo = Repository::open_any(dir).ok()?;
     let listing = repo.list().ok()?;
     let (_, groups) = repo.groups(&listing);
-    let mut bytes = 0u64;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        if let Ok(m) = e.metadata() {
-            if m.is_file() {
-                bytes += m.len();
+    let mut bytes = repo.object_bytes().unwrap_or(0);
+    if repo.remote().is_none() {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            if let Ok(m) = e.metadata() {
+                if m.is_file() {
+                    bytes += m.len();
+                }
             }
         }
     }
@@ -273,7 +276,18 @@ fn within(dir: &Path, top: &Path) -> bool {
 /// Write FILE for the run `r`, atomically (refused as [`target`] says).
 pub fn write(file: &Path, r: &RunReport, blob_dir: Option<&Path>) -> Result<()> {
     let (file, old) = target(file, r.repository, blob_dir)?;
-    let text = render(r, &old, repository_state(r.repository));
+    // a failed run on object storage may have met an endpoint that does
+    // not answer: not waited for twice
+    let remote = r
+        .repository
+        .to_str()
+        .is_some_and(|d| d.starts_with(crate::repository::remote::SCHEME));
+    let state = if remote && !r.ok {
+        None
+    } else {
+        repository_state(r.repository)
+    };
+    let text = render(r, &old, state);
     // readable by node_exporter's user whatever the umask (the units'
     // UMask=0077 made it 0600, owned by root: never collected)
     let mut t = durable::TempFile::new_in(&parent_of(&file))?;

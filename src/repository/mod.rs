@@ -68,10 +68,14 @@ impl Repository {
     /// the repository's methods only (`-L`).
     pub fn open_any(dir: &Path) -> Result<Repository> {
         match dir.to_str().filter(|d| d.starts_with(remote::SCHEME)) {
-            Some(url) => Ok(Repository {
-                dir: dir.to_path_buf(),
-                remote: Some(Arc::new((Remote::connect(url)?, OnceLock::new()))),
-            }),
+            Some(url) => {
+                // the listing made to check the connection is the one used
+                let (remote, objects) = Remote::connect(url)?;
+                Ok(Repository {
+                    dir: dir.to_path_buf(),
+                    remote: Some(Arc::new((remote, OnceLock::from(objects)))),
+                })
+            }
             None => Repository::open_dir(dir),
         }
     }
@@ -105,6 +109,12 @@ impl Repository {
             let _ = cache.set(r.list()?);
         }
         Ok(cache.get())
+    }
+
+    /// The bytes of every object directly under the prefix, for an `s3://`
+    /// repository (as the regular files of a directory).
+    pub fn object_bytes(&self) -> Option<u64> {
+        self.remote_listing().ok()?.map(|l| l.values().sum())
     }
 
     /// The size of the file `name` when it is a regular file (following

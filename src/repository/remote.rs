@@ -13,12 +13,10 @@
 
 use std::collections::BTreeMap;
 
+use opendal::layers::TimeoutLayer;
 use opendal::{ErrorKind, Operator};
 
 use crate::error::{Error, Result};
-
-/// How long one call may wait for the store before it counts as failed.
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How many times a call that failed for a temporary reason (throttling,
 /// a dropped connection, a server error, a timeout) is tried again.
@@ -26,6 +24,22 @@ const RETRIES: usize = 4;
 
 /// The URL scheme of an object-storage repository.
 pub const SCHEME: &str = "s3://";
+
+/// How long a call may wait for the store (each request, each part of a
+/// listing or of a body) before it fails: an endpoint that accepts the
+/// connection and never answers must not hang `-L`.
+const TIMEOUT_SECS: u64 = 30;
+
+/// Testing hook: replaces [`TIMEOUT_SECS`] (seconds).
+const TIMEOUT_ENV: &str = "REPOZO_TEST_S3_TIMEOUT";
+
+fn timeout() -> std::time::Duration {
+    let secs = std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(TIMEOUT_SECS);
+    std::time::Duration::from_secs(secs)
+}
 
 /// An object-storage repository, connected.
 pub struct Remote {
@@ -57,8 +71,9 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
 impl Remote {
     /// Connect to `url` and check that the prefix can be listed: a wrong
     /// key, a missing bucket or an endpoint that does not answer is one
-    /// clear error here, before anything else.
-    pub fn connect(url: &str) -> Result<Remote> {
+    /// clear error here, before anything else. The listing of the prefix
+    /// ([`Remote::list`]) comes with it.
+    pub fn connect(url: &str) -> Result<(Remote, BTreeMap<String, u64>)> {
         let (bucket, prefix) = parse_url(url).ok_or_else(|| {
             Error::Remote(format!(
                 "{url:?} is not s3://BUCKET/PREFIX (a bucket name is needed)"
@@ -81,12 +96,12 @@ impl Remote {
         let op = Operator::new(builder)
             .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
             // a call that hangs (an endpoint that drops packets) fails
-            // after TIMEOUT, and is retried like any temporary failure
+            // after the timeout, and is retried like any temporary failure
             // (throttling, a dropped connection, 5xx), with backoff
             .layer(
-                opendal::layers::TimeoutLayer::new()
-                    .with_timeout(TIMEOUT)
-                    .with_io_timeout(TIMEOUT),
+                TimeoutLayer::new()
+                    .with_timeout(timeout())
+                    .with_io_timeout(timeout()),
             )
             .layer(
                 opendal::layers::RetryLayer::new()
@@ -106,8 +121,27 @@ impl Remote {
             url: url.to_string(),
             endpoint,
         };
-        remote.list()?;
-        Ok(remote)
+        let objects = remote.list()?;
+        if objects.is_empty() {
+            remote.check_is_s3()?;
+        }
+        Ok((remote, objects))
+    }
+
+    /// An empty listing is also what a server that is not S3 (a web page
+    /// answering 200 to everything: a console port, a proxy) gives: ask
+    /// for an object that cannot exist, which S3 says is not found.
+    fn check_is_s3(&self) -> Result<()> {
+        const PROBE: &str = ".repozo-probe-of-a-missing-object";
+        match self.rt.block_on(async { self.op.stat(PROBE).await }) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("list", e)),
+            Ok(_) => Err(Error::Remote(format!(
+                "list {}: {} does not answer as an S3 store (it has an object \
+                 that cannot exist, {PROBE}): check AWS_ENDPOINT_URL",
+                self.url, self.endpoint
+            ))),
+        }
     }
 
     /// The URL as given.
@@ -126,6 +160,18 @@ impl Remote {
             _ if short(&e).starts_with("NoSuchBucket") => {
                 format!("no such bucket at {} ({})", self.endpoint, short(&e))
             }
+            _ if e.to_string().contains("load signing credential") => format!(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
+                 to a profile of ~/.aws/credentials{}",
+                std::env::var("AWS_PROFILE")
+                    .map(|p| format!(" (AWS_PROFILE={p}: no such profile, or no key in it)"))
+                    .unwrap_or_default()
+            ),
+            _ if e.to_string().contains("timeout reached") => format!(
+                "no answer from {} (AWS_ENDPOINT_URL) in {} s",
+                self.endpoint,
+                timeout().as_secs()
+            ),
             _ if e.to_string().contains("send http request") => format!(
                 "cannot reach {} (AWS_ENDPOINT_URL): {}",
                 self.endpoint,
@@ -192,12 +238,29 @@ fn short(e: &opendal::Error) -> String {
         let end = s[at..].find('"')? + at;
         Some(s[at..end].to_string())
     };
-    if let (Some(code), Some(msg)) = (field("code"), field("message")) {
-        return format!("{code}: {msg}");
+    let empty_s3_error = match (field("code"), field("message")) {
+        (Some(code), Some(msg)) if !code.is_empty() || !msg.is_empty() => {
+            return format!("{code}: {msg}");
+        }
+        (Some(_), Some(_)) => true,
+        _ => false,
+    };
+    if let Some((_, cause)) = s.rsplit_once("=> ").filter(|_| !empty_s3_error) {
+        return cause.trim().to_string();
     }
-    match s.rsplit_once("=> ") {
-        Some((_, cause)) => cause.trim().to_string(),
-        None => s,
+    // no answer of the store's own: the kind and the call, without the
+    // request's whole context, and the HTTP status of what answered
+    let head = s.split([',', '=']).next().unwrap_or(&s).trim();
+    let status = s.find("status: ").and_then(|at| {
+        let rest = &s[at + 8..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        (end > 0).then(|| rest[..end].to_string())
+    });
+    match status {
+        Some(st) => format!("{head}: HTTP {st} without an S3 error, check AWS_ENDPOINT_URL"),
+        None => head.to_string(),
     }
 }
 

@@ -33,6 +33,7 @@ mod review_ops;
 mod review_prune;
 mod review_recover;
 mod review_round2;
+mod review_s3;
 mod s3;
 mod source;
 mod sums;

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use crate::util::*;
 
 /// The Garage server's AWS_* environment.
-fn garage() -> &'static BTreeMap<String, String> {
+pub(crate) fn garage() -> &'static BTreeMap<String, String> {
     static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -44,7 +44,7 @@ fn garage() -> &'static BTreeMap<String, String> {
 }
 
 /// Our binary with the Garage environment (and `extra` over it).
-fn run_s3(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> Output {
+pub(crate) fn run_s3(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> Output {
     let mut cmd = repozo_cmd(env.root(), args, LATE);
     for (k, v) in garage() {
         cmd.env(k, v);
@@ -57,7 +57,7 @@ fn run_s3(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> Output {
 
 /// Upload every file of `dir` (recursively) under `prefix` of the bucket,
 /// with the same names, as `aws s3 sync` would.
-fn upload(dir: &Path, prefix: &str) {
+pub(crate) fn upload(dir: &Path, prefix: &str) {
     let g = garage();
     opendal::install_default();
     let op = opendal::Operator::new(
