@@ -59,13 +59,50 @@ impl std::fmt::Debug for Remote {
 
 /// `s3://BUCKET/PREFIX` → (bucket, prefix without slashes at either end);
 /// `None` when `url` is not one.
+/// S3 keys are literal: a prefix with an empty, `.` or `..` component, or
+/// a `?` or `#` (a URL's query or fragment), would not name the objects a
+/// user meant, so it is not one.
 pub fn parse_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix(SCHEME)?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
+    if bucket.is_empty() || bucket.contains(['?', '#']) {
         return None;
     }
-    Some((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    if !prefix.is_empty()
+        && (prefix.contains(['?', '#']) || prefix.split('/').any(|c| matches!(c, "" | "." | "..")))
+    {
+        return None;
+    }
+    Some((bucket.to_string(), prefix.to_string()))
+}
+
+/// The region when the environment names none: the `region` of the
+/// profile (`AWS_PROFILE`, else `default`) in the AWS config file
+/// (`AWS_CONFIG_FILE`, else `~/.aws/config`), as the AWS tools read it;
+/// else `us-east-1` (S3-compatible stores mostly ignore it).
+fn region_from_config() -> String {
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let file = std::env::var_os("AWS_CONFIG_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".aws/config")));
+    let text = file
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default();
+    let wanted = [format!("[{profile}]"), format!("[profile {profile}]")];
+    let mut inside = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = wanted.iter().any(|w| w == line);
+        } else if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim() == "region" && !v.trim().is_empty() {
+                    return v.trim().to_string();
+                }
+            }
+        }
+    }
+    "us-east-1".to_string()
 }
 
 impl Remote {
@@ -76,7 +113,8 @@ impl Remote {
     pub fn connect(url: &str) -> Result<(Remote, BTreeMap<String, u64>)> {
         let (bucket, prefix) = parse_url(url).ok_or_else(|| {
             Error::Remote(format!(
-                "{url:?} is not s3://BUCKET/PREFIX (a bucket name is needed)"
+                "{url:?} is not s3://BUCKET/PREFIX (a bucket name, and a prefix without \
+                 empty, '.' or '..' parts, '?' or '#')"
             ))
         })?;
         // the HTTP transport, once per process (later calls are no-ops)
@@ -90,8 +128,7 @@ impl Remote {
         if std::env::var_os("AWS_REGION").is_none()
             && std::env::var_os("AWS_DEFAULT_REGION").is_none()
         {
-            // S3-compatible stores mostly ignore it; AWS needs the right one
-            builder = builder.region("us-east-1");
+            builder = builder.region(&region_from_config());
         }
         let op = Operator::new(builder)
             .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
@@ -273,6 +310,16 @@ mod tests {
         assert_eq!(parse_url("s3://b/p/q/"), Some(("b".into(), "p/q".into())));
         assert_eq!(parse_url("s3://b"), Some(("b".into(), "".into())));
         assert_eq!(parse_url("s3:///p"), None);
+        for bad in [
+            "s3://b/x/../p",
+            "s3://b/./p",
+            "s3://b//p",
+            "s3://b/p?x=1",
+            "s3://b/p#f",
+            "s3://b?x/p",
+        ] {
+            assert_eq!(parse_url(bad), None, "{bad}");
+        }
         assert_eq!(parse_url("/var/backups"), None);
     }
 }

@@ -195,3 +195,48 @@ fn connection_errors_are_one_line_each() {
         one_line(run_s3(&env, &args, &[]), "work with -L only");
     }
 }
+
+/// Without `AWS_REGION`, the region is the profile's in the AWS config
+/// file, as the AWS tools read it (Garage refuses a request signed for
+/// another region); a prefix that S3 would not read as meant is refused.
+#[test]
+fn the_region_comes_from_the_config_file_and_odd_prefixes_are_refused() {
+    let env = Env::new();
+    let run = |config: &str, profile: Option<&str>| {
+        env.write("aws-config", config.as_bytes());
+        let mut cmd = repozo_cmd(env.root(), &["-L", "-r", "s3://repozo/region"], LATE);
+        for (k, v) in garage() {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_CONFIG_FILE", env.path("aws-config"));
+        match profile {
+            Some(p) => cmd.env("AWS_PROFILE", p),
+            None => cmd.env_remove("AWS_PROFILE"),
+        };
+        exec(cmd)
+    };
+    run("[default]\nregion = garage\n", None).ok();
+    run(
+        "[default]\nregion = elsewhere\n[profile g]\nregion = garage\n",
+        Some("g"),
+    )
+    .ok();
+    // the wrong region: refused by Garage, one line
+    let o = run("[default]\nregion = elsewhere\n", None).fails();
+    assert_eq!(o.stderr_lines().len(), 1, "{}", o.describe());
+    for bad in [
+        "s3://repozo/a/../b",
+        "s3://repozo/./b",
+        "s3://repozo//b",
+        "s3://repozo/b?x=1",
+    ] {
+        let o = run_s3(&env, &["-L", "-r", bad], &[]).fails();
+        assert!(
+            o.stderr_str().contains("is not s3://BUCKET/PREFIX"),
+            "{}",
+            o.describe()
+        );
+    }
+}
