@@ -105,46 +105,6 @@ fn quick_backup_of_a_damaged_chain_is_caught_by_verify() {
         .stderr_has(&format!("{T1}.fs"));
 }
 
-/// Write `Data.fs.index` as a stale index that passes ZODB's sanity check:
-/// the positions of `old.index` for every object the last transaction did
-/// not write, the right ones for the rest, valid up to the file's end.
-const STALE_INDEX: &str = "\
-from ZODB.FileStorage import FileStorage, FileIterator
-from ZODB.fsIndex import fsIndex
-old = fsIndex.load('old.index')['index']
-fs = FileStorage('Data.fs', read_only=True)
-index, pos = fs._index, fs._pos
-fs.close()
-last = None
-for t in FileIterator('Data.fs'):
-    last = set(r.oid for r in t)
-stale = fsIndex()
-changed = 0
-for oid, p in index.items():
-    if oid not in last and oid in old and old[oid] != p:
-        stale[oid] = old[oid]
-        changed += 1
-    else:
-        stale[oid] = p
-assert changed > 0, 'no object changed outside the last transaction'
-stale.save(pos, 'Data.fs.index')
-fs = FileStorage('Data.fs', read_only=True)
-assert fs._index.get(list(stale.keys())[0]) is not None
-fs.close()
-print(changed)
-";
-
-fn python_in(env: &Env, code: &str) -> Output {
-    let mut cmd = std::process::Command::new(python());
-    cmd.current_dir(env.root()).arg("-c").arg(code);
-    exec(cmd).ok()
-}
-
-/// `zodbtool.py check-index DATAFS INDEX`: the index equals ZODB's scan.
-fn index_is_right(env: &Env, datafs: &str, index: &str) -> bool {
-    env.zodb(&["check-index", datafs, index]).status.success()
-}
-
 /// Case 7: a stale `Data.fs.index` that passes ZODB's sanity check goes
 /// into the full backup's `.index` (ZODB's repozo does the same); once the
 /// admin deletes it, ZODB's repozo rescans, and so must we: the chain's

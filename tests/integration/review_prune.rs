@@ -3,42 +3,6 @@
 
 use crate::util::*;
 
-fn python_in(env: &Env, code: &str) -> Output {
-    let mut cmd = std::process::Command::new(python());
-    cmd.current_dir(env.root()).arg("-c").arg(code);
-    exec(cmd).ok()
-}
-
-/// `zodbtool.py check-index DATAFS INDEX`: the index equals ZODB's scan.
-fn index_is_right(env: &Env, datafs: &str, index: &str) -> bool {
-    env.zodb(&["check-index", datafs, index]).status.success()
-}
-
-/// Write `Data.fs.index` as a stale index that passes ZODB's sanity check
-/// (as in review_backup.rs, issue 19 case 7).
-const STALE_INDEX: &str = "\
-from ZODB.FileStorage import FileStorage, FileIterator
-from ZODB.fsIndex import fsIndex
-old = fsIndex.load('old.index')['index']
-fs = FileStorage('Data.fs', read_only=True)
-index, pos = fs._index, fs._pos
-fs.close()
-last = None
-for t in FileIterator('Data.fs'):
-    last = set(r.oid for r in t)
-stale = fsIndex()
-changed = 0
-for oid, p in index.items():
-    if oid not in last and oid in old and old[oid] != p:
-        stale[oid] = old[oid]
-        changed += 1
-    else:
-        stale[oid] = p
-assert changed > 0, 'no object changed outside the last transaction'
-stale.save(pos, 'Data.fs.index')
-print(changed)
-";
-
 const OPEN_CLOSE: &str = "from ZODB.FileStorage import FileStorage; FileStorage('Data.fs').close()";
 
 /// Case 1: the full backup's `.index` inherits a stale `Data.fs.index`

@@ -841,3 +841,49 @@ pub fn copy_dir(from: &Path, to: &Path) {
         .unwrap();
     assert!(st.success(), "cp -a {} {}", from.display(), to.display());
 }
+
+// ---------------------------------------------------------------------------
+// indexes
+
+/// Run a Python snippet (with ZODB) in the environment's directory; it
+/// must succeed.
+#[track_caller]
+pub fn python_in(env: &Env, code: &str) -> Output {
+    let mut cmd = Command::new(python());
+    cmd.current_dir(env.root()).arg("-c").arg(code);
+    exec(cmd).ok()
+}
+
+/// `zodbtool.py check-index DATAFS INDEX`: the index equals ZODB's scan.
+pub fn index_is_right(env: &Env, datafs: &str, index: &str) -> bool {
+    env.zodb(&["check-index", datafs, index]).status.success()
+}
+
+/// Write `Data.fs.index` as a stale index that passes ZODB's sanity check:
+/// the positions of `old.index` for every object the last transaction did
+/// not write, the right ones for the rest, valid up to the file's end.
+pub const STALE_INDEX: &str = "\
+from ZODB.FileStorage import FileStorage, FileIterator
+from ZODB.fsIndex import fsIndex
+old = fsIndex.load('old.index')['index']
+fs = FileStorage('Data.fs', read_only=True)
+index, pos = fs._index, fs._pos
+fs.close()
+last = None
+for t in FileIterator('Data.fs'):
+    last = set(r.oid for r in t)
+stale = fsIndex()
+changed = 0
+for oid, p in index.items():
+    if oid not in last and oid in old and old[oid] != p:
+        stale[oid] = old[oid]
+        changed += 1
+    else:
+        stale[oid] = p
+assert changed > 0, 'no object changed outside the last transaction'
+stale.save(pos, 'Data.fs.index')
+fs = FileStorage('Data.fs', read_only=True)
+assert fs._index.get(list(stale.keys())[0]) is not None
+fs.close()
+print(changed)
+";
