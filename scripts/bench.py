@@ -636,6 +636,18 @@ def machine_facts():
             'kernel': platform.release()}
 
 
+def date_and_machine(noise='shared with other jobs, so expect noise'):
+    """The first two lines of a report's facts: when, and on what."""
+    facts = machine_facts()
+    return [
+        'date: %s' % datetime.datetime.now().astimezone().strftime(
+            '%Y-%m-%d %H:%M %Z'),
+        'machine: %s cores (`nproc`), %s, %s, Linux %s; %s'
+        % (facts['nproc'], facts['cpu'], facts['mem'], facts['kernel'],
+           noise),
+    ]
+
+
 def our_gzip_level():
     try:
         with open(os.path.join(ROOT, 'src', 'io', 'gzip.rs')) as f:
@@ -1206,14 +1218,8 @@ class Bench:
                 'base Data.fs; CPU %.2f s'
                 % statistics.median(r[2] for r in res)])
 
-        facts = machine_facts()
         sz = self.sizes
-        info = [
-            'date: %s' % datetime.datetime.now().astimezone().strftime(
-                '%Y-%m-%d %H:%M %Z'),
-            'machine: %s cores (`nproc`), %s, %s, Linux %s; shared with '
-            'other jobs, so expect noise'
-            % (facts['nproc'], facts['cpu'], facts['mem'], facts['kernel']),
+        info = date_and_machine() + [
             'ours: `%s` built %s (tree now at %s); reference: '
             'ZODB %s repozo on Python %s'
             % (os.path.relpath(self.ours, ROOT),

@@ -81,7 +81,6 @@ space is checked first (about 5x the blob bytes are needed).
 """
 
 import argparse
-import datetime
 import hashlib
 import json
 import math
@@ -887,14 +886,8 @@ class Bench:
                     % (self.new_bytes, len(self.new_blobs), self.fs_incr,
                        ref, r, 'met' if ok else 'NOT met'))
 
-        facts = B.machine_facts()
         blob_bytes = sum(s for s, _ in self.base_blobs.values())
-        info = [
-            'date: %s' % datetime.datetime.now().astimezone().strftime(
-                '%Y-%m-%d %H:%M %Z'),
-            'machine: %s cores (`nproc`), %s, %s, Linux %s; shared with '
-            'other jobs, so expect noise'
-            % (facts['nproc'], facts['cpu'], facts['mem'], facts['kernel']),
+        info = B.date_and_machine() + [
             'ours: `%s` (tree at %s); theirs: ZODB %s repozo and %s, the '
             'commands of collective.recipe.backup 6.0 (copyblobs.py)'
             % (os.path.relpath(self.ours, ROOT), B.git_rev(),

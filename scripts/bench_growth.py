@@ -681,13 +681,8 @@ class Growth:
         lines += ['', 'recovery of night %d' % self.mid] + \
             table_text(head3, rows3)
 
-        facts = B.machine_facts()
-        info = [
-            'date: %s' % datetime.datetime.now().astimezone().strftime(
-                '%Y-%m-%d %H:%M %Z'),
-            'machine: %s cores (`nproc`), %s, %s, Linux %s; shared with '
-            'other jobs (times are noisy; the byte counts are not)'
-            % (facts['nproc'], facts['cpu'], facts['mem'], facts['kernel']),
+        info = B.date_and_machine(
+            'shared with other jobs (times are noisy; the byte counts are not)') + [
             'ours: `%s` (tree at %s); reference: ZODB %s repozo'
             % (os.path.relpath(self.ours, ROOT), B.git_rev(),
                self.zodb_version()),
