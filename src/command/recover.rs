@@ -204,6 +204,7 @@ fn plan_index(repo: &Repository, chain: &Resolved) -> Result<IndexPlan> {
 /// what it was made from, for the log.
 fn prepare_index(
     repo: &Repository,
+    sums: &Sums,
     chain: &Resolved,
     plan: IndexPlan,
     (data, data_path): (&File, &Path),
@@ -212,23 +213,25 @@ fn prepare_index(
 ) -> Result<Option<(TempFile, String)>> {
     let (bytes, how) = match plan {
         IndexPlan::Copy { bytes, from } => (bytes, format!("{}", from.display())),
-        IndexPlan::Rebuild { missing } => match rebuild_index(repo, chain, data, data_path, log)? {
-            Ok((bytes, how)) => (bytes, how),
-            Err(why) => {
-                log.note(format_args!(
-                    "No index file to restore: {}",
-                    missing.display()
-                ));
-                log.warn(format_args!(
-                    "{} was recovered without {}.index: the backup's {} is missing and \
+        IndexPlan::Rebuild { missing } => {
+            match rebuild_index(repo, sums, chain, data, data_path, log)? {
+                Ok((bytes, how)) => (bytes, how),
+                Err(why) => {
+                    log.note(format_args!(
+                        "No index file to restore: {}",
+                        missing.display()
+                    ));
+                    log.warn(format_args!(
+                        "{} was recovered without {}.index: the backup's {} is missing and \
                          could not be rebuilt ({why}); ZODB rebuilds it when it opens the file",
-                    out.display(),
-                    out.display(),
-                    missing.display()
-                ));
-                return Ok(None);
+                        out.display(),
+                        out.display(),
+                        missing.display()
+                    ));
+                    return Ok(None);
+                }
             }
-        },
+        }
     };
     let mut t = TempFile::new_in(&parent_dir(out))?;
     let tp = t.path().to_path_buf();
@@ -247,6 +250,7 @@ fn prepare_index(
 /// before the chain does); an error reading the output is an error.
 fn rebuild_index(
     repo: &Repository,
+    sums: &Sums,
     chain: &Resolved,
     data: &File,
     data_path: &Path,
@@ -271,7 +275,6 @@ fn rebuild_index(
             _ => ends.push(None),
         }
     }
-    let sums = repo.sums();
     let mut base: Option<(u64, Index, String, usize)> = None;
     for i in (0..chain.files.len().saturating_sub(1)).rev() {
         let Some(file_end) = ends[i] else { continue };
@@ -694,6 +697,7 @@ fn check_md5(cf: &ChainFile, sum: &str) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn recover_incrementally(
     repo: &Repository,
+    sums: &Sums,
     chain: &Resolved,
     file: File,
     out: &Path,
@@ -767,7 +771,7 @@ fn recover_incrementally(
         let _ = file.sync_all();
         return Err(e);
     }
-    let new_index = prepare_index(repo, chain, plan, (&file, out), out, log)?;
+    let new_index = prepare_index(repo, sums, chain, plan, (&file, out), out, log)?;
     let index = publish_index(new_index, &target_index, out, log)?;
     log.note(format_args!(
         "appended {bytes} bytes; {} is complete",
@@ -794,7 +798,9 @@ fn recover_to_file(
             Ok(None) => None,
             Ok(Some(file)) => match examine_existing(opts, chain, sums, &file, out, log)? {
                 Existing::Prefix { k, len, truncate } => {
-                    return recover_incrementally(repo, chain, file, out, k, len, truncate, log);
+                    return recover_incrementally(
+                        repo, sums, chain, file, out, k, len, truncate, log,
+                    );
                 }
                 Existing::Unusable(why) => Some(why),
             },
@@ -830,7 +836,7 @@ fn recover_to_file(
     };
     // (the temporary file is open for writing only)
     let written = File::open(&part_path).ctx("open", &part_path)?;
-    let new_index = prepare_index(repo, chain, plan, (&written, &part_path), out, log)?;
+    let new_index = prepare_index(repo, sums, chain, plan, (&written, &part_path), out, log)?;
     let target_index = index_beside(out);
     // An old FILE.index must never sit beside the new FILE.
     remove_if_present(&target_index)?;
