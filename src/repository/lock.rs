@@ -288,7 +288,21 @@ impl Repository {
             pid: std::process::id(),
             time,
         };
-        r.write_small(&name, &info(unix_now()).to_bytes())?;
+        match r.write_small(&name, &info(unix_now()).to_bytes()) {
+            Ok(()) => {}
+            // a key that may only read (kept for recoveries): read without
+            // a lock, as on a read-only directory
+            Err(Error::Remote(m)) if !exclusive && m.contains("access denied") => {
+                log.note(format_args!(
+                    "cannot write a lock object ({m}): reading without a lock"
+                ));
+                return Ok(RepoLock {
+                    _file: None,
+                    _remote: None,
+                });
+            }
+            Err(e) => return Err(e),
+        }
         // a run that wrote its lock at the same time sees ours, as we see
         // its: both give up, never both go on
         let conflicts = match self.conflicting_locks(exclusive, &name, log) {
