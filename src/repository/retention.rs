@@ -81,9 +81,24 @@ impl Repository {
     /// writing one.
     pub fn remove_stale_temporaries(&self, log: &Log) -> Result<()> {
         let repo = self.dir();
-        if self.is_remote() {
+        if let Some(r) = self.remote() {
             // no temporaries on object storage: an unfinished upload is
-            // no object
+            // no object, but its parts take space until it is aborted
+            match r.abort_unfinished_uploads() {
+                Ok(names) => {
+                    for n in names {
+                        log.note(format_args!(
+                            "aborted the unfinished upload of {} (left by a run that stopped)",
+                            r.url_of(&n)
+                        ));
+                    }
+                }
+                Err(e) => log.warn(format_args!(
+                    "could not clean up unfinished uploads (their parts take space until \
+                     they are aborted; a lifecycle rule AbortIncompleteMultipartUpload does it \
+                     too): {e}"
+                )),
+            }
             return Ok(());
         }
         let entries = std::fs::read_dir(repo).ctx("list", repo)?;

@@ -292,3 +292,96 @@ fn an_increment_no_dat_lists_is_set_aside_in_the_bucket() {
         .ok();
     assert_bytes(&env.read("py.fs"), &env.read("Data.fs"), "after the orphan");
 }
+
+/// `aws s3api ARGS` against the test's Garage; its stdout.
+fn s3api(args: &[&str]) -> String {
+    let g = garage();
+    let o = Command::new(venv_tool("aws"))
+        .arg("s3api")
+        .args(args)
+        .args(["--endpoint-url", &g["AWS_ENDPOINT_URL"]])
+        .envs(g.iter())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "aws s3api {args:?}: {o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn unfinished_uploads_under_the_prefix_are_aborted_by_the_next_backup() {
+    let env = Env::with_db(2241, 6);
+    let url = "s3://repozo/write-mpu";
+    run_s3(
+        &env,
+        &["-B", "-r", url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T1)],
+    )
+    .ok();
+    // uploads a killed run left: a data file and an .index under the
+    // prefix; and one under another prefix, which is not ours to touch
+    let ours = [
+        format!("write-mpu/{T2}.deltafs"),
+        format!("write-mpu/{T2}.index"),
+    ];
+    for key in ours
+        .iter()
+        .map(String::as_str)
+        .chain(["write-mpu-other/x.fs"])
+    {
+        let up = s3api(&[
+            "create-multipart-upload",
+            "--bucket",
+            "repozo",
+            "--key",
+            key,
+        ]);
+        let id = up.split("\"UploadId\": \"").nth(1).unwrap();
+        let id = &id[..id.find('"').unwrap()];
+        env.write("part", &[7u8; 1000]);
+        let part = env.path("part");
+        s3api(&[
+            "upload-part",
+            "--bucket",
+            "repozo",
+            "--key",
+            key,
+            "--part-number",
+            "1",
+            "--upload-id",
+            id,
+            "--body",
+            part.to_str().unwrap(),
+        ]);
+    }
+    let listed = |prefix: &str| {
+        s3api(&[
+            "list-multipart-uploads",
+            "--bucket",
+            "repozo",
+            "--prefix",
+            prefix,
+        ])
+        .matches("\"UploadId\"")
+        .count()
+    };
+    assert_eq!(listed("write-mpu/"), 2);
+    // -R does not touch them (it may not hold the exclusive lock)
+    run_s3(&env, &["-R", "-r", url, "-o", "a.fs"], &[]).ok();
+    assert_eq!(listed("write-mpu/"), 2);
+    env.append(2242, 1);
+    let o = run_s3(
+        &env,
+        &["-B", "-v", "-r", url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T3)],
+    )
+    .ok();
+    assert!(
+        o.stderr_str().contains("aborted the unfinished upload"),
+        "{}",
+        o.describe()
+    );
+    assert_eq!(listed("write-mpu/"), 0);
+    assert_eq!(listed("write-mpu-other/"), 1);
+    run_s3(&env, &["-R", "-r", url, "-o", "b.fs"], &[]).ok();
+    assert_bytes(&env.read("b.fs"), &env.read("Data.fs"), "after the cleanup");
+}
