@@ -115,7 +115,7 @@ impl Repository {
 
     /// The objects of an `s3://` repository's blob store with their sizes
     /// (listed when first needed after a change).
-    fn remote_blob_listing(&self) -> Result<Option<Arc<Objects>>> {
+    pub(crate) fn remote_blob_listing(&self) -> Result<Option<Arc<Objects>>> {
         let Some(c) = self.remote.as_deref() else {
             return Ok(None);
         };
