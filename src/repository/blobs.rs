@@ -404,7 +404,7 @@ impl Repository {
     /// The blob lists in the repository, by stamp.
     fn blob_lists(&self) -> Result<Vec<(Stamp, PathBuf)>> {
         let mut out = Vec::new();
-        for (name, _) in self.entries().ctx("list", self.dir())? {
+        for name in self.entries().ctx("list", self.dir())? {
             let Some(stem) = name.strip_suffix(&format!(".{LIST_EXT}")) else {
                 continue;
             };

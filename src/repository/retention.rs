@@ -65,7 +65,7 @@ impl Repository {
         let Ok(entries) = self.entries() else {
             return false;
         };
-        entries.iter().any(|(name, _)| {
+        entries.iter().any(|name| {
             let Some(stem) = name
                 .strip_suffix(".dat")
                 .or_else(|| name.strip_suffix(".index"))
@@ -383,7 +383,7 @@ impl Repository {
             }
         };
         let mut freed = 0;
-        for (name, len) in entries {
+        for name in entries {
             let name = name.as_str();
             let Some(stamp) = name
                 .get(..19)
@@ -401,6 +401,7 @@ impl Repository {
             if tried.contains(&p) {
                 continue;
             }
+            let len = self.file_len(&p).ok().flatten().unwrap_or(0);
             match self.remove_file(&p) {
                 Ok(()) => {
                     log.note(format_args!("{what}: removed {}", p.display()));

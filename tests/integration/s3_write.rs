@@ -213,7 +213,13 @@ fn lock_objects_keep_a_second_writer_out_and_stale_ones_go() {
     };
     // another host's exclusive lock, fresh: -B and -R are kept out
     put("other-1-aa", lock_object(true, "other-host", 1, now_secs()));
-    backup(T2).error("locked");
+    let e = backup(T2).error("repository locked");
+    assert!(
+        e.contains(
+            "exclusive lock s3://repozo/write-lock/.repozo-locks/other-1-aa by pid 1 on other-host"
+        ),
+        "{e}"
+    );
     run_s3(&env, &["-R", "-r", url, "-o", "x.fs"], &[]).error("locked");
     assert!(!env.exists("x.fs"));
     // -L reads without a lock
