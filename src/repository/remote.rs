@@ -156,7 +156,9 @@ impl Remote {
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(timeout())
-                    .with_io_timeout(timeout()),
+                    // a part of PART bytes on a slow uplink (8 MiB at
+                    // 256 kbit/s takes 4 min) must not time out
+                    .with_io_timeout(timeout() * 10),
             )
             .layer(
                 opendal::layers::RetryLayer::new()
