@@ -851,45 +851,65 @@ fn write_objects(
     };
     let (data_name, index_name) = (name_of(&new.data), name_of(&new.index));
     crate::progress::phase("backup", scan.end - start);
-    let sink = Sink::new(r.writer(&data_name)?, opts.gzip, None);
-    let mut md5 = Md5::new();
-    let mut content = xxh3::Hasher::new();
-    let copied =
-        copy::copy_range_parallel(src, start, scan.end - start, &mut md5, &mut content, sink)
+    log.note(format_args!(
+        "writing index: {} objects (uploaded beside the data, completed after it)",
+        scan.index.len()
+    ));
+    // the .index is uploaded on another thread while the data is, but
+    // completed (made visible) only after the data file is
+    let (data, index) = std::thread::scope(|scope| {
+        let index = scope.spawn(
+            || -> Result<(crate::repository::remote::ObjectWriter<'_>, u128)> {
+                let url = r.url_of(&index_name);
+                let werr = |e: std::io::Error| Error::Remote(format!("write {url}: {e}"));
+                let out = HashingWriter {
+                    inner: r.writer(&index_name)?,
+                    hash: xxh3::Hasher::new(),
+                };
+                let mut w = BufWriter::with_capacity(buf::CHUNK, out);
+                scan.index.write_to(scan.end, &mut w).map_err(werr)?;
+                w.flush().map_err(werr)?;
+                let out = w.into_inner().map_err(|e| werr(e.into_error()))?;
+                Ok((out.inner, out.hash.digest128()))
+            },
+        );
+        let data = (|| -> Result<Written> {
+            let sink = Sink::new(r.writer(&data_name)?, opts.gzip, None);
+            let mut md5 = Md5::new();
+            let mut content = xxh3::Hasher::new();
+            let copied = copy::copy_range_parallel(
+                src,
+                start,
+                scan.end - start,
+                &mut md5,
+                &mut content,
+                sink,
+            )
             .map_err(|e| match e {
                 CopyError::Read(e) => Error::io("read", &opts.file, e),
                 CopyError::Write(e) => {
                     Error::Remote(format!("write {}: {e}", r.url_of(&data_name)))
                 }
             })?;
-    copied.file.finish()?;
-    repo.changed();
-    let written = Written {
-        md5: md5::hex(&md5.finalize()),
-        content: content.digest128(),
-        stored: copied.stored,
-        stored_len: copied.stored_len,
-        index_hash: 0,
-    };
-    log.note(format_args!(
-        "writing index: {} objects (after the data)",
-        scan.index.len()
-    ));
-    let index = (|| -> Result<u128> {
-        let url = r.url_of(&index_name);
-        let werr = |e: std::io::Error| Error::Remote(format!("write {url}: {e}"));
-        let out = HashingWriter {
-            inner: r.writer(&index_name)?,
-            hash: xxh3::Hasher::new(),
-        };
-        let mut w = BufWriter::with_capacity(buf::CHUNK, out);
-        scan.index.write_to(scan.end, &mut w).map_err(werr)?;
-        w.flush().map_err(werr)?;
-        let out = w.into_inner().map_err(|e| werr(e.into_error()))?;
-        out.inner.finish()?;
+            copied.file.finish()?;
+            repo.changed();
+            Ok(Written {
+                md5: md5::hex(&md5.finalize()),
+                content: content.digest128(),
+                stored: copied.stored,
+                stored_len: copied.stored_len,
+                index_hash: 0,
+            })
+        })();
+        (data, index.join().expect("the index thread does not panic"))
+    });
+    // an unfinished index upload is aborted when dropped
+    let written = data?;
+    let index = index.and_then(|(w, hash)| {
+        w.finish()?;
         repo.changed();
-        Ok(out.hash.digest128())
-    })();
+        Ok(hash)
+    });
     match index {
         Ok(h) => Ok(Written {
             index_hash: h,

@@ -52,7 +52,10 @@ fn timeout() -> std::time::Duration {
 
 /// An object-storage repository, connected.
 pub struct Remote {
+    /// For listings, stats and small objects.
     op: Operator,
+    /// For streamed objects ([`Remote::reader`], [`Remote::writer`]).
+    streams: Operator,
     rt: tokio::runtime::Runtime,
     /// `s3://BUCKET/PREFIX` as given.
     url: String,
@@ -136,37 +139,44 @@ impl Remote {
         let endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
             .unwrap_or_else(|_| "AWS S3".to_string());
-        let mut builder = opendal::services::S3::default()
-            .bucket(&bucket)
-            .root(&format!("/{prefix}"));
-        let region =
+        let (region, from_config) =
             match std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION")) {
-                Ok(r) => r,
-                Err(_) => {
-                    let r = region_from_config();
-                    builder = builder.region(&r);
-                    r
-                }
+                Ok(r) => (r, false),
+                Err(_) => (region_from_config(), true),
             };
-        let op = Operator::new(builder)
-            .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
-            // a call that hangs (an endpoint that drops packets) fails
-            // after the timeout, and is retried like any temporary failure
-            // (throttling, a dropped connection, 5xx), with backoff
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(timeout())
-                    // a part of PART bytes on a slow uplink (8 MiB at
-                    // 256 kbit/s takes 4 min) must not time out
-                    .with_io_timeout(timeout() * 10),
-            )
-            .layer(
-                opendal::layers::RetryLayer::new()
-                    .with_jitter()
-                    .with_max_times(RETRIES)
-                    .with_min_delay(std::time::Duration::from_millis(200))
-                    .with_max_delay(std::time::Duration::from_secs(5)),
-            );
+        let builder = || {
+            let b = opendal::services::S3::default()
+                .bucket(&bucket)
+                .root(&format!("/{prefix}"));
+            match from_config {
+                true => b.region(&region),
+                false => b,
+            }
+        };
+        // a call that hangs (an endpoint that drops packets) fails after
+        // the timeout, and is retried like any temporary failure
+        // (throttling, a dropped connection, 5xx), with backoff; moving
+        // the bytes of a part or a range may take longer (8 MiB over a
+        // 256 kbit/s uplink takes 4 min), so streams have an operator
+        // whose reads and writes may take 10 times the timeout
+        let operator = |io: std::time::Duration| -> Result<Operator> {
+            Ok(Operator::new(builder())
+                .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
+                .layer(
+                    TimeoutLayer::new()
+                        .with_timeout(timeout())
+                        .with_io_timeout(io),
+                )
+                .layer(
+                    opendal::layers::RetryLayer::new()
+                        .with_jitter()
+                        .with_max_times(RETRIES)
+                        .with_min_delay(std::time::Duration::from_millis(200))
+                        .with_max_delay(std::time::Duration::from_secs(5)),
+                ))
+        };
+        let op = operator(timeout())?;
+        let streams = operator(timeout() * 10)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -174,6 +184,7 @@ impl Remote {
             .map_err(|e| Error::Remote(format!("cannot start the S3 client: {e}")))?;
         let remote = Remote {
             op,
+            streams,
             rt,
             url: url.to_string(),
             endpoint,
@@ -285,7 +296,7 @@ impl Remote {
             .rt
             .block_on(async {
                 let r = self
-                    .op
+                    .streams
                     .reader_with(name)
                     .chunk(PART)
                     .concurrent(PARALLEL)
@@ -317,7 +328,7 @@ impl Remote {
         let w = self
             .rt
             .block_on(async {
-                self.op
+                self.streams
                     .writer_with(name)
                     .chunk(PART)
                     .concurrent(PARALLEL)
