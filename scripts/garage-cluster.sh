@@ -188,11 +188,13 @@ restart() {
     local n=$2 other=1
     launch "$n"
     [ "$n" = 1 ] && other=2
-    # the others retry a lost peer with a backoff (9-20 s measured): the
-    # restarted node connects to them itself
+    # the others retry a lost peer with a backoff and count it down until
+    # their own connection to it is back (10-30 s measured, even when the
+    # restarted node connected to them): connect both ways
     local m
     for m in $NODES; do
         if [ "$m" != "$n" ] && pid_alive "$m"; then
+            wait_for 30 g "$m" node connect "$(cat "$DIR/node$n/id")" || true
             wait_for 30 g "$n" node connect "$(cat "$DIR/node$m/id")" || true
         fi
     done
