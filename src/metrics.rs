@@ -62,7 +62,7 @@ fn previous(text: &str, name: &str, labels: &str) -> Option<f64> {
 /// its blob store, newest backup's stamp). `None` when it cannot be read.
 fn repository_state(dir: &Path) -> Option<(usize, u64, Option<Stamp>)> {
     // an s3:// repository (-L) is connected and listed again
-    let repo = Repository::open_any(dir).ok()?;
+    let repo = Repository::open(dir).ok()?;
     let listing = repo.list().ok()?;
     let (_, groups) = repo.groups(&listing);
     let mut bytes = repo.object_bytes().unwrap_or(0);

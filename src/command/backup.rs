@@ -110,6 +110,13 @@ impl Reason {
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &Repository::open(&opts.repository)?;
+    if repo.is_remote() {
+        return Err(Error::Remote(format!(
+            "{}: -B to object storage is not in this version yet (back up to a \
+             directory and copy it with `aws s3 sync` or `rclone copy`)",
+            opts.repository.display()
+        )));
+    }
     let _lock = repo.lock(true, log)?;
     let outcome = backup_locked(opts, repo, log)?;
     // the backup is committed: what follows is best effort

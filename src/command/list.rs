@@ -82,7 +82,7 @@ impl ChainReport {
 
 /// Describe every chain of the repository.
 pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
-    describe_in(&Repository::open_any(&opts.repository)?, log)
+    describe_in(&Repository::open(&opts.repository)?, log)
 }
 
 /// Describe every chain of `repo`.
@@ -258,7 +258,7 @@ fn describe_chain(repo: &Repository, head: Stamp, files: &[DataFile]) -> Result<
 
 /// Run `-L`: print the description on stdout.
 pub fn list(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
-    let repo = Repository::open_any(&opts.repository)?;
+    let repo = Repository::open(&opts.repository)?;
     let chains = describe_in(&repo, log)?;
     let store = repo.blob_store_size();
     let text = if opts.json {

@@ -99,7 +99,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
             let stdout = io::stdout();
             let mut lock = stdout.lock();
             let sums = opts.with_verify.then_some(&sums);
-            let r = to_stream(&chain, sums, &mut lock, Path::new("<stdout>"), log)?;
+            let r = to_stream(repo, &chain, sums, &mut lock, Path::new("<stdout>"), log)?;
             Ok(Recovered { index: false, ..r })
         }
         // a device or a pipe (`-o /dev/null`): written into as a stream,
@@ -121,7 +121,7 @@ pub fn recover(opts: &RecoverOptions, log: &Log) -> Result<Recovered> {
                 .open(out)
                 .ctx("open", out)?;
             let sums = opts.with_verify.then_some(&sums);
-            let r = to_stream(&chain, sums, &mut f, out, log)?;
+            let r = to_stream(repo, &chain, sums, &mut f, out, log)?;
             Ok(Recovered { index: false, ..r })
         }
         Some(out) => {
@@ -157,6 +157,7 @@ fn is_special(out: &Path) -> bool {
 
 /// Recover the chain into a stream, buffered, flushed at the end.
 fn to_stream(
+    repo: &Repository,
     chain: &Resolved,
     sums: Option<&Sums>,
     out: &mut dyn Write,
@@ -168,7 +169,7 @@ fn to_stream(
         _ => Error::io("write", name, e),
     };
     let mut w = io::BufWriter::with_capacity(buf::CHUNK, &mut *out);
-    let r = concat(chain, sums, Dest::Stream(&mut w, name), log)?;
+    let r = concat(repo, chain, sums, Dest::Stream(&mut w, name), log)?;
     w.flush().map_err(write_err)?;
     drop(w);
     out.flush().map_err(write_err)?;
@@ -188,10 +189,9 @@ enum IndexPlan {
 fn plan_index(repo: &Repository, chain: &Resolved) -> Result<IndexPlan> {
     let last = &chain.files.last().expect("a chain is never empty").file;
     let from = repo.index_path(last);
-    match fs::read(&from) {
-        Ok(bytes) => Ok(IndexPlan::Copy { bytes, from }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexPlan::Rebuild { missing: from }),
-        Err(e) => Err(Error::io("read", &from, e)),
+    match repo.read_small(&last.name.index_name())? {
+        Some(bytes) => Ok(IndexPlan::Copy { bytes, from }),
+        None => Ok(IndexPlan::Rebuild { missing: from }),
     }
 }
 
@@ -279,9 +279,9 @@ fn rebuild_index(
     for i in (0..chain.files.len().saturating_sub(1)).rev() {
         let Some(file_end) = ends[i] else { continue };
         let p = repo.index_path(&chain.files[i].file);
-        let bytes = match fs::read(&p) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+        let bytes = match repo.read_small(&chain.files[i].file.name.index_name()) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
             Err(e) => {
                 log.note(format_args!("not using {}: {e}", p.display()));
                 continue;
@@ -501,6 +501,7 @@ enum Existing {
 /// checks it (the files FILE covers included): a damaged one is an error,
 /// before FILE is touched.
 fn examine_existing(
+    repo: &Repository,
     opts: &RecoverOptions,
     chain: &Resolved,
     sums: &Sums,
@@ -553,7 +554,7 @@ fn examine_existing(
             None => false,
         };
         let same = fast || {
-            match same_as_backup(cf, file, out, l.start, opts.with_verify)? {
+            match same_as_backup(repo, cf, file, out, l.start, opts.with_verify)? {
                 Some((n, md5)) if n == l.len() => {
                     md5s[i] = md5;
                     true
@@ -571,7 +572,7 @@ fn examine_existing(
     if opts.with_verify {
         // where ZODB's repozo reads a backup file, we read that backup file
         for (cf, md5) in chain.files.iter().zip(md5s) {
-            verify_backup_file(cf, sums, md5, log)?;
+            verify_backup_file(repo, cf, sums, md5, log)?;
         }
     }
     if boundary != len {
@@ -592,6 +593,7 @@ fn examine_existing(
 /// `Some((length, md5 hex when asked))` when they do, `None` at the first
 /// difference (or when `file` ends first).
 fn same_as_backup(
+    repo: &Repository,
     cf: &ChainFile,
     file: &File,
     out: &Path,
@@ -599,7 +601,7 @@ fn same_as_backup(
     want_md5: bool,
 ) -> Result<Option<(u64, Option<String>)>> {
     let f = &cf.file;
-    let mut r = read::open_data(&f.path, f.name.gzip)?;
+    let mut r = repo.open_data(&f.file_name(), f.name.gzip)?;
     let mut md5 = Md5::new();
     let mut theirs = crate::io::buf::AlignedBuf::new(buf::CHUNK);
     let mut mine = crate::io::buf::AlignedBuf::new(buf::CHUNK);
@@ -628,7 +630,13 @@ fn same_as_backup(
 /// md5 (`md5`, when already computed; else by the xxh3 our sums recorded
 /// with that md5 where there is one, a mismatch being settled by the md5).
 /// The errors are the ones a full recovery gives.
-fn verify_backup_file(cf: &ChainFile, sums: &Sums, md5: Option<String>, log: &Log) -> Result<()> {
+fn verify_backup_file(
+    repo: &Repository,
+    cf: &ChainFile,
+    sums: &Sums,
+    md5: Option<String>,
+    log: &Log,
+) -> Result<()> {
     let f = &cf.file;
     let line = cf.line.as_ref().expect("verify requires a .dat");
     let mut how = "";
@@ -637,7 +645,7 @@ fn verify_backup_file(cf: &ChainFile, sums: &Sums, md5: Option<String>, log: &Lo
         None => {
             let fast = match sums.for_line(line) {
                 Some(e) => {
-                    let (h, n) = crate::io::xxh3::hash_data(&f.path, f.name.gzip)?;
+                    let (h, n) = repo.hash_data(&f.file_name(), f.name.gzip)?;
                     check_size(cf, n)?;
                     h == e.content
                 }
@@ -648,7 +656,8 @@ fn verify_backup_file(cf: &ChainFile, sums: &Sums, md5: Option<String>, log: &Lo
                 (line.len(), line.md5.clone())
             } else {
                 let mut m = Md5::new();
-                let n = read::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
+                let r = repo.open_data(&f.file_name(), f.name.gzip)?;
+                let n = read::stream_data_from(r, &f.path, f.name.gzip, Some(&mut m), None)?;
                 (n, md5::hex(&m.finalize()))
             }
         }
@@ -739,6 +748,7 @@ fn recover_incrementally(
         };
         // (with -w, checked already: copied like any recovery)
         match concat(
+            repo,
             &one,
             None,
             Dest::File(copy::Out::new(&file, out, &flusher)),
@@ -796,7 +806,7 @@ fn recover_to_file(
     if !opts.full && chain.has_dat {
         let why = match open_standby(out, repo) {
             Ok(None) => None,
-            Ok(Some(file)) => match examine_existing(opts, chain, sums, &file, out, log)? {
+            Ok(Some(file)) => match examine_existing(repo, opts, chain, sums, &file, out, log)? {
                 Existing::Prefix { k, len, truncate } => {
                     return recover_incrementally(
                         repo, sums, chain, file, out, k, len, truncate, log,
@@ -813,7 +823,7 @@ fn recover_to_file(
             ));
         }
     }
-    check_free_space(chain, out)?;
+    check_free_space(repo, chain, out)?;
     let plan = plan_index(repo, chain)?;
     let mut part_name = out.as_os_str().to_owned();
     part_name.push(".part");
@@ -826,6 +836,7 @@ fn recover_to_file(
         }
         let flusher = Flusher::new(file, &part_path)?;
         let r = concat(
+            repo,
             chain,
             opts.with_verify.then_some(sums),
             Dest::File(copy::Out::new(file, &part_path, &flusher)),
@@ -856,7 +867,7 @@ fn chain_bytes(files: &[ChainFile]) -> u64 {
 
 /// Refuse to start a recovery that cannot fit beside the old output (which
 /// is kept until the new one is complete).
-fn check_free_space(chain: &Resolved, out: &Path) -> Result<()> {
+fn check_free_space(repo: &Repository, chain: &Resolved, out: &Path) -> Result<()> {
     let need: u64 = if chain.has_dat {
         chain_bytes(&chain.files)
     } else {
@@ -865,8 +876,7 @@ fn check_free_space(chain: &Resolved, out: &Path) -> Result<()> {
             .files
             .iter()
             .filter(|c| !c.file.name.gzip)
-            .filter_map(|c| fs::metadata(&c.file.path).ok())
-            .map(|m| m.len())
+            .filter_map(|c| repo.size_of(&c.file.file_name()))
             .sum()
     };
     let dir = parent_dir(out);
@@ -918,6 +928,7 @@ enum Dest<'a> {
 /// else by the md5. Without `verify` nothing is hashed and plain files are
 /// copied with `copy_file_range`.
 fn concat(
+    repo: &Repository,
     chain: &Resolved,
     verify: Option<&Sums>,
     mut dest: Dest<'_>,
@@ -935,7 +946,7 @@ fn concat(
         // whether the file's bytes have the xxh3 recorded with its md5
         let mut fast_ok = false;
         let n = match &mut dest {
-            Dest::File(out) if !f.name.gzip => {
+            Dest::File(out) if !f.name.gzip && !repo.is_remote() => {
                 let src = File::open(&f.path).ctx("open", &f.path)?;
                 let len = src.metadata().ctx("stat", &f.path)?.len();
                 if verify.is_some() {
@@ -950,8 +961,10 @@ fn concat(
             Dest::File(out) => {
                 // the inflated bytes, as written, are hashed
                 let mut fast = entry.map(|_| crate::io::xxh3::Hasher::new());
-                let n = copy::inflate_to_file(
+                let n = copy::stream_to_file(
+                    repo.open_data(&f.file_name(), f.name.gzip)?,
                     &f.path,
+                    f.name.gzip,
                     want_md5.then_some(&mut md5),
                     fast.as_mut(),
                     *out,
@@ -961,7 +974,8 @@ fn concat(
                 }
                 n
             }
-            Dest::Stream(w, out_path) => read::stream_data(
+            Dest::Stream(w, out_path) => read::stream_data_from(
+                repo.open_data(&f.file_name(), f.name.gzip)?,
                 &f.path,
                 f.name.gzip,
                 verify.is_some().then_some(&mut md5),
@@ -980,7 +994,8 @@ fn concat(
             } else {
                 // the fast checksum did not match: the md5 decides
                 let mut m = Md5::new();
-                read::stream_data(&f.path, f.name.gzip, Some(&mut m), None)?;
+                let r = repo.open_data(&f.file_name(), f.name.gzip)?;
+                read::stream_data_from(r, &f.path, f.name.gzip, Some(&mut m), None)?;
                 (md5::hex(&m.finalize()), "")
             };
             check_md5(cf, &sum)?;

@@ -136,7 +136,7 @@ pub fn recover_blobs(
     copy::each_in_parallel(
         &to_copy,
         out.copied_bytes,
-        |(stored, dest, size, sum, _)| copy_checked(stored, dest, *size, sum),
+        |(stored, dest, size, sum, _)| copy_checked(repo, stored, dest, *size, sum),
     )?;
     for p in &existing {
         let wanted = blob_key(dir, layout, p).is_some_and(|k| needed.contains_key(&k));
@@ -362,13 +362,48 @@ fn matches(p: &Path, size: u64, sum: &str) -> Result<bool> {
 /// Copy the stored revision into place at `dest` (through a temporary
 /// beside it, not synced: the caller syncs them all at once), checking its
 /// size and md5 as it is copied.
-fn copy_checked(stored: &Path, dest: &Path, size: u64, sum: &str) -> Result<()> {
+fn copy_checked(repo: &Repository, stored: &Path, dest: &Path, size: u64, sum: &str) -> Result<()> {
     let damaged = |why: String| {
         Error::Blobs(format!(
             "the stored blob revision {} {why}: the repository is damaged",
             stored.display()
         ))
     };
+    if repo.is_remote() {
+        // streamed from the store, hashed on the way
+        let name = stored
+            .strip_prefix(repo.dir())
+            .ok()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let have = repo
+            .size_of(name)
+            .ok_or_else(|| damaged("is missing".into()))?;
+        if have != size {
+            return Err(damaged(format!(
+                "has {have} bytes, its blob list says {size}"
+            )));
+        }
+        let parent = dest.parent().expect("a blob file has a directory");
+        std::fs::create_dir_all(parent).ctx("create", parent)?;
+        let mut tmp = TempFile::new_in(parent)?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut md5 = crate::io::md5::Md5::new();
+        let r = repo.open_stored(name)?;
+        let mut w: &File = tmp.file();
+        crate::io::read::stream_data_from(
+            r,
+            stored,
+            false,
+            Some(&mut md5),
+            Some((&mut w, &tmp_path)),
+        )?;
+        let got = crate::io::md5::hex(&md5.finalize());
+        if got != sum {
+            return Err(damaged(format!("has md5 {got}, its blob list says {sum}")));
+        }
+        return tmp.rename_into(dest, true);
+    }
     let src = File::open(stored).map_err(|e| damaged(format!("cannot be read ({e})")))?;
     let have = src.metadata().ctx("inspect", stored)?.len();
     if have != size {

@@ -131,13 +131,13 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         expected_start = line.end;
         let gzip =
             DataName::parse(&line.name).is_some_and(|n| n.gzip) || line.name.ends_with("fsz");
-        if !path.is_file() {
+        let Some(stored_len) = repo.size_of(&line.name) else {
             bad.push(format!("{} is missing", path.display()));
             continue;
-        }
+        };
         if !opts.quick {
             if let Some(e) = sums.for_line(line) {
-                match crate::io::xxh3::hash_data(&path, gzip) {
+                match repo.hash_data(&line.name, gzip) {
                     Ok((h, n)) if h == e.content && n == line.len() => {
                         log.note(format_args!(
                             "{}: its bytes have the fast checksum recorded with its md5",
@@ -160,11 +160,10 @@ pub fn verify(opts: &VerifyOptions, log: &Log) -> Result<Verified> {
         }
         let mut md5 = Md5::new();
         let size = if opts.quick && !gzip {
-            std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(|e| Error::io("stat", &path, e))
+            Ok(stored_len)
         } else {
-            read::stream_data(&path, gzip, Some(&mut md5), None)
+            repo.open_data(&line.name, gzip)
+                .and_then(|r| read::stream_data_from(r, &path, gzip, Some(&mut md5), None))
         };
         let size = match size {
             Ok(n) => n,

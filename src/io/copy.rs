@@ -456,12 +456,24 @@ pub fn copy_and_hash(
 /// number of uncompressed bytes.
 pub fn inflate_to_file(
     path: &Path,
+    md5: Option<&mut Md5>,
+    fast: Option<&mut crate::io::xxh3::Hasher>,
+    out: Out<'_>,
+) -> Result<u64> {
+    stream_to_file(open_data(path, true)?, path, true, md5, fast, out)
+}
+
+/// [`inflate_to_file`] of the uncompressed bytes `r` yields (a data file
+/// named `path`, stored compressed when `gzip`, for errors).
+pub fn stream_to_file(
+    mut r: Box<dyn Read>,
+    path: &Path,
+    gzip: bool,
     mut md5: Option<&mut Md5>,
     mut fast: Option<&mut crate::io::xxh3::Hasher>,
     out: Out<'_>,
 ) -> Result<u64> {
     use std::sync::mpsc::{channel, sync_channel};
-    let mut r = open_data(path, true)?;
     let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(IN_FLIGHT);
     let (empty_tx, empty_rx) = channel::<Vec<u8>>();
     for _ in 0..IN_FLIGHT {
@@ -489,7 +501,7 @@ pub fn inflate_to_file(
                     Ok(k) => n += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        result = Err(read_error(path, true, e));
+                        result = Err(read_error(path, gzip, e));
                         break 'outer;
                     }
                 }

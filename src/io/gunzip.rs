@@ -81,7 +81,7 @@ impl Drop for Decompressor {
 }
 
 /// The compressed bytes flate2 reads: what the window held, then the file.
-type Src = io::Chain<Cursor<Vec<u8>>, AlignedReader<File>>;
+type Src = io::Chain<Cursor<Vec<u8>>, AlignedReader<Box<dyn Read>>>;
 
 /// flate2, one member at a time, skipping NUL padding between members
 /// and at the end (flate2's own multi-member decoder takes padding for a
@@ -162,7 +162,7 @@ pub struct GzReader {
 }
 
 struct Fast {
-    file: File,
+    file: Box<dyn Read>,
     dec: Decompressor,
     /// Compressed bytes `[start, end)` of `input` not yet decoded.
     input: AlignedBuf,
@@ -181,6 +181,11 @@ struct Fast {
 impl GzReader {
     /// A reader of the gzip file `file`, from its start.
     pub fn new(file: File) -> io::Result<GzReader> {
+        GzReader::from_reader(Box::new(file))
+    }
+
+    /// A reader of the gzip stream `file` yields, from its start.
+    pub fn from_reader(file: Box<dyn Read>) -> io::Result<GzReader> {
         Ok(GzReader {
             fast: Some(Fast {
                 file,

@@ -231,11 +231,18 @@ pub fn md5_file(path: &Path) -> Result<String> {
 /// Open a repository data file for reading its uncompressed bytes.
 pub fn open_data(path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    uncompressed(Box::new(f), path, gzip)
+}
+
+/// The uncompressed bytes of a data file whose stored bytes `r` yields
+/// (named `path` in errors): inflated when `gzip`.
+pub fn uncompressed(r: Box<dyn Read>, path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
     if gzip {
-        let r = crate::io::gunzip::GzReader::new(f).map_err(|e| Error::io("open", path, e))?;
+        let r =
+            crate::io::gunzip::GzReader::from_reader(r).map_err(|e| Error::io("open", path, e))?;
         Ok(Box::new(r))
     } else {
-        Ok(Box::new(f))
+        Ok(r)
     }
 }
 
@@ -244,10 +251,21 @@ pub fn open_data(path: &Path, gzip: bool) -> Result<Box<dyn Read>> {
 pub fn stream_data(
     path: &Path,
     gzip: bool,
+    md5: Option<&mut Md5>,
+    out: Option<(&mut dyn Write, &Path)>,
+) -> Result<u64> {
+    stream_data_from(open_data(path, gzip)?, path, gzip, md5, out)
+}
+
+/// [`stream_data`] of the uncompressed bytes `r` yields ([`uncompressed`]).
+pub fn stream_data_from(
+    r: Box<dyn Read>,
+    path: &Path,
+    gzip: bool,
     mut md5: Option<&mut Md5>,
     mut out: Option<(&mut dyn Write, &Path)>,
 ) -> Result<u64> {
-    for_each_chunk(path, gzip, |chunk| {
+    for_each_chunk_in(r, path, gzip, |chunk| {
         if let Some(m) = md5.as_deref_mut() {
             m.update(chunk);
         }
@@ -268,12 +286,17 @@ pub fn stream_data(
 /// Read a data file's uncompressed bytes in [`CHUNK`]s, counted as read,
 /// handing each to `f`; returns the number of bytes. Read errors name
 /// `path`.
-pub fn for_each_chunk(
+pub fn for_each_chunk(path: &Path, gzip: bool, f: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    for_each_chunk_in(open_data(path, gzip)?, path, gzip, f)
+}
+
+/// [`for_each_chunk`] of the uncompressed bytes `r` yields.
+pub fn for_each_chunk_in(
+    mut r: Box<dyn Read>,
     path: &Path,
     gzip: bool,
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<u64> {
-    let mut r = open_data(path, gzip)?;
     let mut buf = AlignedBuf::new(CHUNK);
     let mut total = 0u64;
     loop {

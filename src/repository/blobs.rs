@@ -45,6 +45,11 @@ impl Repository {
             .join(format!("{oid:016x}.{tid:016x}.blob"))
     }
 
+    /// The name in the repository of the revision `tid` of `oid`.
+    pub fn stored_blob_name(oid: u64, tid: u64) -> String {
+        format!("{STORE}/{:02x}/{oid:016x}.{tid:016x}.blob", oid & 0xff)
+    }
+
     /// The blob list of the backup stamped `stamp`.
     pub fn blob_list_path(&self, stamp: Stamp) -> PathBuf {
         self.path(&format!("{stamp}.{LIST_EXT}"))
@@ -52,6 +57,9 @@ impl Repository {
 
     /// Whether the backup stamped `stamp` has a blob list.
     pub fn has_blob_list(&self, stamp: Stamp) -> Result<bool> {
+        if self.is_remote() {
+            return Ok(self.size_of(&format!("{stamp}.{LIST_EXT}")).is_some());
+        }
         let path = self.blob_list_path(stamp);
         match std::fs::symlink_metadata(&path) {
             Ok(_) => Ok(true),
@@ -263,7 +271,15 @@ impl Repository {
                     )
                 };
                 n += 1;
-                match std::fs::metadata(&p) {
+                let name = Repository::stored_blob_name(b.oid, b.tid);
+                let meta = match self.is_remote() {
+                    true => match self.size_of(&name) {
+                        Some(len) => Ok(len),
+                        None => Err(std::io::ErrorKind::NotFound.into()),
+                    },
+                    false => std::fs::metadata(&p).map(|m| m.len()),
+                };
+                match meta {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         bad.push(format!("{} is missing", what()));
                         continue;
@@ -272,15 +288,23 @@ impl Repository {
                         bad.push(format!("{}: {e}", what()));
                         continue;
                     }
-                    Ok(m) if m.len() != size => {
-                        bad.push(format!("{} has {} bytes, expected {size}", what(), m.len()));
+                    Ok(len) if len != size => {
+                        bad.push(format!("{} has {len} bytes, expected {size}", what()));
                         continue;
                     }
                     Ok(_) => {}
                 }
                 bytes += size;
                 if !quick {
-                    match read::md5_file(&p) {
+                    let md5 = match self.is_remote() {
+                        true => self.open_stored(&name).and_then(|r| {
+                            let mut m = crate::io::md5::Md5::new();
+                            read::stream_data_from(r, &p, false, Some(&mut m), None)?;
+                            Ok(crate::io::md5::hex(&m.finalize()))
+                        }),
+                        false => read::md5_file(&p),
+                    };
+                    match md5 {
                         Ok(got) if got == sum => {}
                         Ok(got) => bad.push(format!("{} has md5 {got}, expected {sum}", what())),
                         Err(e) => bad.push(format!("{}: {e}", what())),

@@ -121,7 +121,7 @@ impl Repository {
     fn list_once(&self) -> Result<Listing> {
         let repo = self.dir();
         if let Some(objects) = self.remote_listing()? {
-            return Ok(listing_of_objects(repo, objects));
+            return Ok(listing_of_objects(repo, &objects));
         }
         Repository::open(repo)?;
         let mut out = Listing::default();

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use remote::Remote;
@@ -45,35 +45,35 @@ pub struct Repository {
     remote: Option<Arc<Connected>>,
 }
 
-/// A connected bucket and its listing, made once.
-type Connected = (Remote, OnceLock<BTreeMap<String, u64>>);
+/// A connected bucket, with its listings as last made (forgotten when
+/// the repository writes or removes an object).
+#[derive(Debug)]
+struct Connected {
+    remote: Remote,
+    /// The objects directly under the prefix.
+    objects: Mutex<Option<Arc<Objects>>>,
+    /// The objects under the blob store.
+    blobs: Mutex<Option<Arc<Objects>>>,
+}
+
+/// Object names (relative to the prefix) and their sizes.
+type Objects = BTreeMap<String, u64>;
 
 impl Repository {
-    /// The repository at `dir`, which must exist and be a directory; an
-    /// `s3://` URL is an error naming the modes that take one.
+    /// The repository at `dir`, which must exist and be a directory, or
+    /// at an `s3://BUCKET/PREFIX` URL (connected and listed now).
     pub fn open(dir: &Path) -> Result<Repository> {
-        if dir.to_str().is_some_and(|d| d.starts_with(remote::SCHEME)) {
-            return Err(Error::Remote(format!(
-                "{}: object storage repositories work with -L only in this version \
-                 (-B, -R and -V need a directory: copy the prefix down with \
-                 `aws s3 sync` or `rclone copy`)",
-                dir.display()
-            )));
-        }
-        Repository::open_dir(dir)
-    }
-
-    /// The repository at `dir`, or at an `s3://BUCKET/PREFIX` URL
-    /// (connected and listed once now): for the modes that read through
-    /// the repository's methods only (`-L`).
-    pub fn open_any(dir: &Path) -> Result<Repository> {
         match dir.to_str().filter(|d| d.starts_with(remote::SCHEME)) {
             Some(url) => {
                 // the listing made to check the connection is the one used
                 let (remote, objects) = Remote::connect(url)?;
                 Ok(Repository {
                     dir: dir.to_path_buf(),
-                    remote: Some(Arc::new((remote, OnceLock::from(objects)))),
+                    remote: Some(Arc::new(Connected {
+                        remote,
+                        objects: Mutex::new(Some(Arc::new(objects))),
+                        blobs: Mutex::new(None),
+                    })),
                 })
             }
             None => Repository::open_dir(dir),
@@ -97,18 +97,42 @@ impl Repository {
 
     /// The bucket, for an `s3://` repository.
     pub fn remote(&self) -> Option<&Remote> {
-        self.remote.as_deref().map(|(r, _)| r)
+        self.remote.as_deref().map(|c| &c.remote)
     }
 
-    /// The objects of an `s3://` repository with their sizes, listed once.
-    fn remote_listing(&self) -> Result<Option<&BTreeMap<String, u64>>> {
-        let Some((r, cache)) = self.remote.as_deref() else {
+    /// The objects of an `s3://` repository with their sizes (listed
+    /// when first needed after a change).
+    fn remote_listing(&self) -> Result<Option<Arc<Objects>>> {
+        let Some(c) = self.remote.as_deref() else {
             return Ok(None);
         };
-        if cache.get().is_none() {
-            let _ = cache.set(r.list()?);
+        let mut cache = c.objects.lock().expect("no panic while held");
+        if cache.is_none() {
+            *cache = Some(Arc::new(c.remote.list()?));
         }
-        Ok(cache.get())
+        Ok(cache.clone())
+    }
+
+    /// The objects of an `s3://` repository's blob store with their sizes
+    /// (listed when first needed after a change).
+    fn remote_blob_listing(&self) -> Result<Option<Arc<Objects>>> {
+        let Some(c) = self.remote.as_deref() else {
+            return Ok(None);
+        };
+        let mut cache = c.blobs.lock().expect("no panic while held");
+        if cache.is_none() {
+            *cache = Some(Arc::new(c.remote.list_under(blobs::STORE)?));
+        }
+        Ok(cache.clone())
+    }
+
+    /// Forget the listings of an `s3://` repository: an object was written
+    /// or removed.
+    pub(crate) fn changed(&self) {
+        if let Some(c) = self.remote.as_deref() {
+            *c.objects.lock().expect("no panic while held") = None;
+            *c.blobs.lock().expect("no panic while held") = None;
+        }
     }
 
     /// The bytes of every object directly under the prefix, for an `s3://`
@@ -120,6 +144,11 @@ impl Repository {
     /// The size of the file `name` when it is a regular file (following
     /// symbolic links) or an object; `None` when there is none.
     pub fn size_of(&self, name: &str) -> Option<u64> {
+        if name.starts_with(&format!("{}/", blobs::STORE)) {
+            if let Ok(Some(l)) = self.remote_blob_listing() {
+                return l.get(name).copied();
+            }
+        }
         match self.remote_listing() {
             Ok(Some(l)) => l.get(name).copied(),
             Ok(None) => std::fs::metadata(self.path(name))
@@ -128,6 +157,55 @@ impl Repository {
                 .map(|m| m.len()),
             Err(_) => None,
         }
+    }
+
+    /// Whether this is an object-storage repository.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// The uncompressed bytes of the data file `name` (stored compressed
+    /// when `gzip`), streamed: from the directory, or ranges of the object
+    /// fetched in parallel and handed out in order. A missing file is the
+    /// error opening it gives.
+    pub fn open_data(&self, name: &str, gzip: bool) -> Result<Box<dyn std::io::Read>> {
+        let path = self.path(name);
+        let Some(r) = self.remote() else {
+            return crate::io::read::open_data(&path, gzip);
+        };
+        let Some(len) = self.size_of(name) else {
+            return Err(Error::io(
+                "open",
+                &path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "No such object"),
+            ));
+        };
+        crate::io::read::uncompressed(Box::new(r.reader(name, len)?), &path, gzip)
+    }
+
+    /// The whole stored bytes of the file `name` (any size), as
+    /// [`Repository::open_data`] without inflating.
+    pub fn open_stored(&self, name: &str) -> Result<Box<dyn std::io::Read>> {
+        self.open_data(name, false)
+    }
+
+    /// xxh3-128 and length of the uncompressed bytes of the data file
+    /// `name`, counted as read.
+    pub fn hash_data(&self, name: &str, gzip: bool) -> Result<(u128, u64)> {
+        if !self.is_remote() {
+            return crate::io::xxh3::hash_data(&self.path(name), gzip);
+        }
+        let mut h = crate::io::xxh3::Hasher::new();
+        let n = crate::io::read::for_each_chunk_in(
+            self.open_data(name, gzip)?,
+            &self.path(name),
+            gzip,
+            |c| {
+                h.update(c);
+                Ok(())
+            },
+        )?;
+        Ok((h.digest128(), n))
     }
 
     /// The whole file `name` (a `.dat`, a blob list: small files); `None`

@@ -7,9 +7,12 @@
 //! S3-compatible store takes. The calls block on a small runtime of our
 //! own.
 //!
-//! This version reads: listing the objects, and reading small ones whole
-//! (`.dat`, blob lists). Writing, streaming reads and the lock come with
-//! the modes that need them.
+//! Reading streams an object in ranges of [`PART`] bytes, [`PARALLEL`]
+//! of them in flight, handed out in order; writing streams a multipart
+//! upload of parts of [`PART`] bytes, [`PARALLEL`] in flight, that makes
+//! the object visible only when it completes (a run that dies before
+//! leaves no object under the name). Peak memory per stream is about
+//! `PART * (PARALLEL + 1)`, whatever the size of the object.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +24,12 @@ use crate::error::{Error, Result};
 /// How many times a call that failed for a temporary reason (throttling,
 /// a dropped connection, a server error, a timeout) is tried again.
 const RETRIES: usize = 4;
+
+/// The size of the ranges read and of the parts uploaded.
+pub const PART: usize = 8 << 20;
+
+/// Ranges read, or parts uploaded, at the same time per object.
+pub const PARALLEL: usize = 4;
 
 /// The URL scheme of an object-storage repository.
 pub const SCHEME: &str = "s3://";
@@ -254,12 +263,207 @@ impl Remote {
         Ok(out)
     }
 
+    /// A reader of the object `name` (`len` bytes, from the listing) from
+    /// its start: ranges fetched [`PARALLEL`] at a time, in order. An
+    /// object that ends before `len` is an error, never a short read.
+    pub fn reader(&self, name: &str, len: u64) -> Result<ObjectReader> {
+        let stream = self
+            .rt
+            .block_on(async {
+                let r = self
+                    .op
+                    .reader_with(name)
+                    .chunk(PART)
+                    .concurrent(PARALLEL)
+                    .await?;
+                r.into_stream(0..len).await
+            })
+            .map_err(|e| self.error(&format!("read {name} of"), e))?;
+        Ok(ObjectReader {
+            rt: self.rt.handle().clone(),
+            stream,
+            cur: opendal::Buffer::new(),
+            left: len,
+            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+        })
+    }
+
+    /// Store `bytes` as the object `name` in one request (small files:
+    /// a `.dat`, a blob list, a lock), replacing any object of that name.
+    pub fn write_small(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.rt
+            .block_on(async { self.op.write(name, bytes.to_vec()).await })
+            .map(|_| ())
+            .map_err(|e| self.error(&format!("write {name} to"), e))
+    }
+
+    /// A new object `name`, written as a stream ([`ObjectWriter`]): not
+    /// visible until [`ObjectWriter::finish`].
+    pub fn writer(&self, name: &str) -> Result<ObjectWriter<'_>> {
+        let w = self
+            .rt
+            .block_on(async {
+                self.op
+                    .writer_with(name)
+                    .chunk(PART)
+                    .concurrent(PARALLEL)
+                    .await
+            })
+            .map_err(|e| self.error(&format!("write {name} to"), e))?;
+        Ok(ObjectWriter {
+            remote: self,
+            name: name.to_string(),
+            w: Some(w),
+            pending: Vec::with_capacity(PART),
+        })
+    }
+
+    /// Remove the object `name` (no error when there is none).
+    pub fn delete(&self, name: &str) -> Result<()> {
+        self.rt
+            .block_on(async { self.op.delete(name).await })
+            .map_err(|e| self.error(&format!("remove {name} from"), e))
+    }
+
+    /// Copy the object `from` to `to` inside the store (`to` replaced).
+    pub fn copy(&self, from: &str, to: &str) -> Result<()> {
+        self.rt
+            .block_on(async { self.op.copy(from, to).await })
+            .map(|_| ())
+            .map_err(|e| self.error(&format!("copy {from} to {to} in"), e))
+    }
+
+    /// The size of the object `name` as the store says now; `None` when
+    /// there is none.
+    pub fn stat(&self, name: &str) -> Result<Option<u64>> {
+        match self.rt.block_on(async { self.op.stat(name).await }) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(&format!("stat {name} of"), e)),
+        }
+    }
+
+    /// The object's `s3://` URL, for messages.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("{}/{name}", self.url.trim_end_matches('/'))
+    }
+
     /// The whole object `name`; `None` when there is none.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         match self.rt.block_on(async { self.op.read(name).await }) {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.error(&format!("read {name} of"), e)),
+        }
+    }
+}
+
+/// The bytes of an object, streamed ([`Remote::reader`]).
+pub struct ObjectReader {
+    rt: tokio::runtime::Handle,
+    stream: opendal::BufferStream,
+    /// What was fetched and not yet handed out.
+    cur: opendal::Buffer,
+    /// Bytes still expected.
+    left: u64,
+    url: String,
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        use futures::StreamExt;
+        loop {
+            if self.cur.has_remaining() {
+                let n = out.len().min(self.cur.remaining());
+                self.cur.copy_to_slice(&mut out[..n]);
+                self.left = self.left.saturating_sub(n as u64);
+                return Ok(n);
+            }
+            if out.is_empty() {
+                return Ok(0);
+            }
+            match self.rt.block_on(self.stream.next()) {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} ({})",
+                        short(&e),
+                        self.url
+                    )))
+                }
+                None if self.left > 0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} ended {} bytes early", self.url, self.left),
+                    ))
+                }
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+/// A new object on its way in ([`Remote::writer`]): parts are uploaded
+/// as they fill, [`PARALLEL`] at a time. Dropped without
+/// [`ObjectWriter::finish`], the upload is aborted and no object appears.
+pub struct ObjectWriter<'a> {
+    remote: &'a Remote,
+    name: String,
+    w: Option<opendal::Writer>,
+    /// Bytes not yet handed to the upload (whole parts are handed over).
+    pending: Vec<u8>,
+}
+
+impl ObjectWriter<'_> {
+    fn send(&mut self) -> std::io::Result<()> {
+        let Some(w) = self.w.as_mut() else {
+            return Err(std::io::Error::other("the upload was aborted"));
+        };
+        let part = std::mem::replace(&mut self.pending, Vec::with_capacity(PART));
+        self.remote
+            .rt
+            .block_on(async { w.write(part).await })
+            .map_err(|e| std::io::Error::other(short(&e)))
+    }
+
+    /// Complete the upload: the object appears whole under its name.
+    pub fn finish(mut self) -> Result<()> {
+        let r = if self.pending.is_empty() {
+            Ok(())
+        } else {
+            self.send()
+        };
+        let url = self.remote.url_of(&self.name);
+        r.map_err(|e| Error::Remote(format!("write {url}: {e}")))?;
+        let mut w = self.w.take().expect("finished once");
+        self.remote
+            .rt
+            .block_on(async { w.close().await })
+            .map(|_| ())
+            .map_err(|e| self.remote.error(&format!("write {} to", self.name), e))
+    }
+}
+
+impl std::io::Write for ObjectWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(PART - self.pending.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == PART {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ObjectWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.w.take() {
+            let _ = self.remote.rt.block_on(async { w.abort().await });
         }
     }
 }

@@ -170,15 +170,18 @@ impl Sums {
     /// Read a repository's sums. A missing, unreadable or damaged file
     /// gives what could be read (often nothing); damaged lines are skipped.
     pub fn load(repo: &Path) -> Sums {
+        Sums::parse(&std::fs::read(repo.join(SUMS_NAME)).unwrap_or_default())
+    }
+
+    /// The sums in the bytes of a `.repozo-sums`; damaged lines skipped.
+    pub fn parse(bytes: &[u8]) -> Sums {
         let mut entries = HashMap::new();
         let mut indexes = HashMap::new();
-        if let Ok(bytes) = std::fs::read(repo.join(SUMS_NAME)) {
-            for line in bytes.split(|&b| b == b'\n') {
-                if let Some(e) = Entry::parse(line) {
-                    entries.insert(e.name.clone(), e);
-                } else if let Some(t) = std::str::from_utf8(line).ok().and_then(IndexTrust::parse) {
-                    indexes.insert(t.name.clone(), t);
-                }
+        for line in bytes.split(|&b| b == b'\n') {
+            if let Some(e) = Entry::parse(line) {
+                entries.insert(e.name.clone(), e);
+            } else if let Some(t) = std::str::from_utf8(line).ok().and_then(IndexTrust::parse) {
+                indexes.insert(t.name.clone(), t);
             }
         }
         Sums { entries, indexes }
@@ -211,6 +214,15 @@ impl Sums {
 impl Repository {
     /// The fast checksums recorded for this repository's files.
     pub fn sums(&self) -> Sums {
+        if self.is_remote() {
+            return Sums::parse(
+                &self
+                    .read_small(SUMS_NAME)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            );
+        }
         Sums::load(self.dir())
     }
 
@@ -235,6 +247,9 @@ impl Repository {
         let mut sums = self.sums();
         // keep entries whose file exists (or cannot be checked)
         let exists = |name: &str| {
+            if self.is_remote() {
+                return self.size_of(name).is_some();
+            }
             !matches!(std::fs::symlink_metadata(repo.join(name)),
             Err(e) if e.kind() == io::ErrorKind::NotFound)
         };
@@ -264,6 +279,11 @@ impl Repository {
         }
         for t in trusted {
             text.push_str(&t.line());
+        }
+        if let Some(r) = self.remote() {
+            r.write_small(SUMS_NAME, text.as_bytes())?;
+            self.changed();
+            return Ok(());
         }
         let mut tmp = TempFile::new_in(repo)?;
         let p = tmp.path().to_path_buf();

@@ -185,15 +185,6 @@ fn connection_errors_are_one_line_each() {
         run_s3(&env, &["-L", "-r", "s3:///x"], &[]),
         "is not s3://BUCKET/PREFIX",
     );
-    for mode in [
-        &["-B", "-f", "Data.fs"][..],
-        &["-R", "-o", "out.fs"],
-        &["-V"],
-    ] {
-        let mut args = mode.to_vec();
-        args.extend(["-r", "s3://repozo/x"]);
-        one_line(run_s3(&env, &args, &[]), "work with -L only");
-    }
 }
 
 /// Without `AWS_REGION`, the region is the profile's in the AWS config
