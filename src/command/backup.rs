@@ -110,10 +110,10 @@ impl Reason {
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &Repository::open(&opts.repository)?;
-    if repo.is_remote() {
+    if repo.is_remote() && opts.blob_dir.is_some() {
         return Err(Error::Remote(format!(
-            "{}: -B to object storage is not in this version yet (back up to a \
-             directory and copy it with `aws s3 sync` or `rclone copy`)",
+            "{}: --blob-dir with object storage is not in this version yet (back up \
+             to a directory and copy it with `aws s3 sync` or `rclone copy`)",
             opts.repository.display()
         )));
     }
@@ -208,9 +208,9 @@ fn backup_locked(opts: &BackupOptions, repo: &Repository, log: &Log) -> Result<O
                 match last {
                     None => Err(Reason::MissingDat),
                     Some(last) if opts.quick => decide_quick(opts, &src, size, &last, &sums, log)?,
-                    Some(last) => {
-                        decide_full_check(opts, &src, size, &chain, &lines, last.end, &sums, log)?
-                    }
+                    Some(last) => decide_full_check(
+                        opts, repo, &src, size, &chain, &lines, last.end, &sums, log,
+                    )?,
                 }
             }
         }
@@ -433,17 +433,25 @@ fn load_index(
     size: u64,
     scanned: bool,
 ) -> std::result::Result<Option<(u64, Index)>, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    // the chain's .index through the repository, the source's beside it
+    let read = match scanned {
+        true => repo.read_small(name).map_err(|e| e.to_string()),
+        false => match std::fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let bytes = match read? {
+        Some(b) => b,
+        None => return Ok(None),
     };
     let pos = Index::read_pos(&bytes[..])?;
     if must_be.is_some_and(|m| m != pos) || !(4..=size).contains(&pos) {
         return Err(format!("its position {pos} does not fit the source"));
     }
     if scanned {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
         if !repo.sums().index_trusted(name, pos, hash) {
             return Err("not known to come from a scan of the source (ZODB would rescan)".into());
@@ -512,8 +520,10 @@ fn source_matches(
 /// the xxh3 `want` (the one our sums recorded with the `.dat` md5). Both
 /// are read, on two threads; a backup file that cannot be read or hashes
 /// differently is left to the byte comparison, which names the problem.
+#[allow(clippy::too_many_arguments)]
 fn both_match(
     opts: &BackupOptions,
+    repo: &Repository,
     src: &File,
     f: &DataFile,
     at: u64,
@@ -522,7 +532,7 @@ fn both_match(
     log: &Log,
 ) -> Result<bool> {
     let (backup, source) = std::thread::scope(|scope| {
-        let backup = scope.spawn(|| xxh3::hash_data(&f.path, f.name.gzip));
+        let backup = scope.spawn(|| repo.hash_data(&f.file_name(), f.name.gzip));
         let source = xxh3::hash_range(src, at, len).ctx("read", &opts.file);
         (backup.join().expect("hashing does not panic"), source)
     });
@@ -550,6 +560,7 @@ fn both_match(
 #[allow(clippy::too_many_arguments)]
 fn decide_full_check(
     opts: &BackupOptions,
+    repo: &Repository,
     src: &File,
     size: u64,
     chain: &[DataFile],
@@ -578,13 +589,16 @@ fn decide_full_check(
     for (f, line) in chain.iter().zip(lines) {
         let len = line.as_ref().map_or(0, |l| l.len());
         if let Some(e) = line.as_ref().and_then(|l| sums.for_line(l)) {
-            if e.start == at && both_match(opts, src, f, at, len, e.content, log)? {
+            if e.start == at && both_match(opts, repo, src, f, at, len, e.content, log)? {
                 at += len;
                 fast += 1;
                 continue;
             }
         }
-        let same = match read::same_as_source(&f.path, f.name.gzip, src, &opts.file, at) {
+        let same = match repo
+            .open_data(&f.file_name(), f.name.gzip)
+            .and_then(|r| read::same_as_source_from(r, &f.path, f.name.gzip, src, &opts.file, at))
+        {
             // a damaged gzip backup differs from any source: a new full
             // backup heals the repository (a read error still fails)
             Err(e @ Error::BadGzip { .. }) => {
@@ -801,6 +815,9 @@ fn write_files(
     list: Option<TempFile>,
     log: &Log,
 ) -> Result<Written> {
+    if let Some(r) = repo.remote() {
+        return write_objects(opts, repo, r, src, start, scan, new, log);
+    }
     log.note(format_args!(
         "writing index: {} objects (beside the data)",
         scan.index.len()
@@ -815,6 +832,80 @@ fn write_files(
     written.index_hash = index_hash;
     repo.publish_files(new, data_tmp, index_tmp, list, log)?;
     Ok(written)
+}
+
+/// [`write_files`] on object storage: the data file streamed into a
+/// multipart upload (md5, xxh3 and gzip computed on the way, parts
+/// uploaded in parallel), visible only once complete; then its `.index`
+/// the same way. On error nothing of either stays.
+#[allow(clippy::too_many_arguments)]
+fn write_objects(
+    opts: &BackupOptions,
+    repo: &Repository,
+    r: &crate::repository::remote::Remote,
+    src: &File,
+    start: u64,
+    scan: &Scan,
+    new: &NewBackup,
+    log: &Log,
+) -> Result<Written> {
+    let name_of = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (data_name, index_name) = (name_of(&new.data), name_of(&new.index));
+    crate::progress::phase("backup", scan.end - start);
+    let sink = Sink::new(r.writer(&data_name)?, opts.gzip, None);
+    let mut md5 = Md5::new();
+    let mut content = xxh3::Hasher::new();
+    let copied =
+        copy::copy_range_parallel(src, start, scan.end - start, &mut md5, &mut content, sink)
+            .map_err(|e| match e {
+                CopyError::Read(e) => Error::io("read", &opts.file, e),
+                CopyError::Write(e) => {
+                    Error::Remote(format!("write {}: {e}", r.url_of(&data_name)))
+                }
+            })?;
+    copied.file.finish()?;
+    repo.changed();
+    let written = Written {
+        md5: md5::hex(&md5.finalize()),
+        content: content.digest128(),
+        stored: copied.stored,
+        stored_len: copied.stored_len,
+        index_hash: 0,
+    };
+    log.note(format_args!(
+        "writing index: {} objects (after the data)",
+        scan.index.len()
+    ));
+    let index = (|| -> Result<u128> {
+        let url = r.url_of(&index_name);
+        let werr = |e: std::io::Error| Error::Remote(format!("write {url}: {e}"));
+        let out = HashingWriter {
+            inner: r.writer(&index_name)?,
+            hash: xxh3::Hasher::new(),
+        };
+        let mut w = BufWriter::with_capacity(buf::CHUNK, out);
+        scan.index.write_to(scan.end, &mut w).map_err(werr)?;
+        w.flush().map_err(werr)?;
+        let out = w.into_inner().map_err(|e| werr(e.into_error()))?;
+        out.inner.finish()?;
+        repo.changed();
+        Ok(out.hash.digest128())
+    })();
+    match index {
+        Ok(h) => Ok(Written {
+            index_hash: h,
+            ..written
+        }),
+        Err(e) => {
+            repo.roll_back(&[&new.data, &new.index], log);
+            Err(e)
+        }
+    }
 }
 
 /// Write the backup's files, check that the source is still the file we

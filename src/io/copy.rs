@@ -14,18 +14,19 @@ use crate::io::gzip::{compressor, gzip_member};
 use crate::io::md5::{hex, Md5};
 use crate::io::read::{ended_before, open_data, read_ahead, read_error, read_full_at};
 
-/// Where a backup's bytes go: a file, written plain or as gzip.
+/// Where a backup's bytes go: a file (or any writer: an object on its
+/// way to a store), written plain or as gzip.
 #[derive(Debug)]
-pub struct Sink<'a> {
-    file: File,
+pub struct Sink<'a, W = File> {
+    file: W,
     gzip: bool,
     flush: Option<&'a Flusher>,
 }
 
-impl<'a> Sink<'a> {
+impl<'a, W: Write + Send> Sink<'a, W> {
     /// A sink writing to `file`, compressed when `gzip`, made durable as it
     /// is written by `flush`.
-    pub fn new(file: File, gzip: bool, flush: Option<&'a Flusher>) -> Sink<'a> {
+    pub fn new(file: W, gzip: bool, flush: Option<&'a Flusher>) -> Sink<'a, W> {
         Sink { file, gzip, flush }
     }
 }
@@ -140,9 +141,9 @@ impl Bytes {
 
 /// What [`copy_range_parallel`] wrote.
 #[derive(Debug)]
-pub struct Copied {
+pub struct Copied<W = File> {
     /// The sink's file.
-    pub file: File,
+    pub file: W,
     /// xxh3-128 of the bytes written (the gzip stream with gzip).
     pub stored: u128,
     /// Number of bytes written.
@@ -154,14 +155,14 @@ pub struct Copied {
 /// into members; a writer thread writes them in order into the sink's file
 /// and hashes what it writes. The bytes and the md5 are the same as a
 /// one-thread copy's.
-pub fn copy_range_parallel(
+pub fn copy_range_parallel<W: Write + Send>(
     src: &File,
     start: u64,
     len: u64,
     md5: &mut Md5,
     content: &mut crate::io::xxh3::Hasher,
-    sink: Sink<'_>,
-) -> std::result::Result<Copied, CopyError> {
+    sink: Sink<'_, W>,
+) -> std::result::Result<Copied<W>, CopyError> {
     use std::collections::BTreeMap;
     use std::sync::mpsc::{channel, sync_channel};
     use std::sync::{Arc, Mutex};
@@ -177,7 +178,7 @@ pub fn copy_range_parallel(
     }
     std::thread::scope(|scope| {
         // the writer: pieces in sequence order
-        let writer = scope.spawn(move || -> std::result::Result<Copied, CopyError> {
+        let writer = scope.spawn(move || -> std::result::Result<Copied<W>, CopyError> {
             let mut out = file;
             let mut stored = crate::io::xxh3::Hasher::new();
             let mut stored_len = 0u64;

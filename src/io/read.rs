@@ -323,7 +323,18 @@ pub fn same_as_source(
     src_path: &Path,
     at: u64,
 ) -> Result<Option<u64>> {
-    let mut r = open_data(path, gzip)?;
+    same_as_source_from(open_data(path, gzip)?, path, gzip, src, src_path, at)
+}
+
+/// [`same_as_source`] of the uncompressed bytes `r` yields.
+pub fn same_as_source_from(
+    mut r: Box<dyn Read>,
+    path: &Path,
+    gzip: bool,
+    src: &File,
+    src_path: &Path,
+    at: u64,
+) -> Result<Option<u64>> {
     let mut a = AlignedBuf::new(CHUNK);
     let mut b = AlignedBuf::new(CHUNK);
     let mut n_total = 0u64;

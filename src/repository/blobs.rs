@@ -377,6 +377,10 @@ impl Repository {
     }
 
     fn try_collect_blobs(&self, log: &Log) -> Result<u64> {
+        if self.is_remote() {
+            // no blob store on object storage in this version
+            return Ok(0);
+        }
         let store = self.path(STORE);
         // without a store (no blob stored yet) the dead lists still go
         let have_store = match std::fs::symlink_metadata(&store) {

@@ -7,6 +7,18 @@
 //! The kernel releases an `flock` when its holder dies, so a killed run
 //! never leaves a stale lock behind. ZODB's repozo does not lock; running it
 //! next to ours is as safe as running two of it.
+//!
+//! On object storage (which has no `flock`, and Garage no conditional
+//! write), restic's protocol: a run writes a lock object
+//! `.repozo-locks/HOST-PID-RANDOM` (exclusive or not, host, pid, time)
+//! after finding no lock that conflicts with it, then lists the locks
+//! again and gives up (removing its own) if one that conflicts appeared
+//! meanwhile: of two runs starting together both may give up, never both
+//! go on. The lock is rewritten every [`REFRESH`] while held; one not
+//! rewritten for [`STALE`] (its run died, or lost the store), or whose
+//! process is gone on this host, is stale: it is removed and ignored.
+//! The window left: a run stopped (suspended, cut off) for longer than
+//! [`STALE`] that then goes on writing.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,6 +36,100 @@ pub const LOCK_NAME: &str = ".repozo.lock";
 #[derive(Debug)]
 pub struct RepoLock {
     _file: Option<File>,
+    _remote: Option<RemoteLock>,
+}
+
+/// Where the lock objects of an object-storage repository are.
+pub const LOCKS: &str = ".repozo-locks";
+
+/// How often a held lock object is rewritten.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// A lock object not rewritten for this long is stale.
+pub const STALE: u64 = 30 * 60;
+
+/// A lock object we hold: refreshed by a thread, removed when dropped.
+#[derive(Debug)]
+struct RemoteLock {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RemoteLock {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A lock object's content.
+#[derive(Debug, PartialEq)]
+struct LockInfo {
+    exclusive: bool,
+    host: String,
+    pid: u32,
+    time: u64,
+}
+
+impl LockInfo {
+    fn to_bytes(&self) -> Vec<u8> {
+        format!(
+            "repozo-lock 1\nexclusive {}\nhost {}\npid {}\ntime {}\n",
+            self.exclusive, self.host, self.pid, self.time
+        )
+        .into_bytes()
+    }
+
+    fn parse(bytes: &[u8]) -> Option<LockInfo> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != "repozo-lock 1" {
+            return None;
+        }
+        let mut field = |key: &str| -> Option<String> {
+            let l = lines.next()?;
+            Some(l.strip_prefix(key)?.strip_prefix(' ')?.to_string())
+        };
+        Some(LockInfo {
+            exclusive: field("exclusive")? == "true",
+            host: field("host")?,
+            pid: field("pid")?.parse().ok()?,
+            time: field("time")?.parse().ok()?,
+        })
+    }
+
+    /// Whether the run holding it is surely gone: not rewritten for
+    /// [`STALE`], or its process is gone on this host.
+    fn is_stale(&self, now: u64, host: &str) -> bool {
+        if now.saturating_sub(self.time) > STALE {
+            return true;
+        }
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        self.host == host
+            && self.pid != std::process::id()
+            && unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).replace(char::is_whitespace, "_")
 }
 
 impl Repository {
@@ -36,14 +142,7 @@ impl Repository {
     pub fn lock(&self, exclusive: bool, log: &Log) -> Result<RepoLock> {
         let repo = self.dir();
         if self.remote().is_some() {
-            // only -L reaches object storage in this version: it reads
-            // without a lock there (the lock objects come with -B)
-            debug_assert!(!exclusive, "no exclusive lock on object storage yet");
-            log.note(format_args!(
-                "{}: object storage, read without a lock",
-                repo.display()
-            ));
-            return Ok(RepoLock { _file: None });
+            return self.lock_remote(exclusive, log);
         }
         let path = repo.join(LOCK_NAME);
         let file = OpenOptions::new()
@@ -78,7 +177,10 @@ impl Repository {
                             "cannot create {} ({e}): reading without a lock",
                             path.display()
                         ));
-                        return Ok(RepoLock { _file: None });
+                        return Ok(RepoLock {
+                            _file: None,
+                            _remote: None,
+                        });
                     }
                 }
             }
@@ -93,7 +195,10 @@ impl Repository {
             // SAFETY: flock on a file descriptor we own.
             let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
             if rc == 0 {
-                return Ok(RepoLock { _file: Some(file) });
+                return Ok(RepoLock {
+                    _file: Some(file),
+                    _remote: None,
+                });
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -103,6 +208,132 @@ impl Repository {
             }
         }
     }
+}
+
+impl Repository {
+    /// The lock objects that conflict with a lock `exclusive` or not,
+    /// other than `ours`, by name; stale ones are removed on the way.
+    fn conflicting_locks(&self, exclusive: bool, ours: &str, log: &Log) -> Result<Vec<String>> {
+        let r = self.remote().expect("an object-storage repository");
+        let host = hostname();
+        let now = unix_now();
+        let mut out = Vec::new();
+        for name in r.list_under(LOCKS)?.into_keys() {
+            if name == ours {
+                continue;
+            }
+            let Some(bytes) = r.read(&name)? else {
+                continue; // removed meanwhile
+            };
+            let Some(info) = LockInfo::parse(&bytes) else {
+                // not one of ours, or cut short: counts as exclusive,
+                // stale after STALE like any other
+                out.push(format!("{name} (unreadable)"));
+                continue;
+            };
+            if info.is_stale(now, &host) {
+                log.note(format_args!(
+                    "removing the stale lock {} (host {}, pid {}, written {} s ago)",
+                    r.url_of(&name),
+                    info.host,
+                    info.pid,
+                    now.saturating_sub(info.time)
+                ));
+                let _ = r.delete(&name);
+                continue;
+            }
+            if exclusive || info.exclusive {
+                out.push(format!(
+                    "{} by pid {} on {}",
+                    if info.exclusive {
+                        "an exclusive lock"
+                    } else {
+                        "a shared lock"
+                    },
+                    info.pid,
+                    info.host
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Take a lock on an object-storage repository (restic's protocol,
+    /// see the module's documentation).
+    fn lock_remote(&self, exclusive: bool, log: &Log) -> Result<RepoLock> {
+        let r = self.remote().expect("an object-storage repository");
+        let locked = |why: Vec<String>| {
+            log.note(format_args!("{}: {}", self.dir().display(), why.join(", ")));
+            Error::Locked(self.dir().to_path_buf())
+        };
+        let mut random = [0u8; 8];
+        // SAFETY: getrandom fills at most the buffer's length.
+        let _ = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let host = hostname();
+        let name = format!(
+            "{LOCKS}/{host}-{}-{}",
+            std::process::id(),
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let conflicts = self.conflicting_locks(exclusive, &name, log)?;
+        if !conflicts.is_empty() {
+            return Err(locked(conflicts));
+        }
+        let info = move |time| LockInfo {
+            exclusive,
+            host: host.clone(),
+            pid: std::process::id(),
+            time,
+        };
+        r.write_small(&name, &info(unix_now()).to_bytes())?;
+        // a run that wrote its lock at the same time sees ours, as we see
+        // its: both give up, never both go on
+        let conflicts = match self.conflicting_locks(exclusive, &name, log) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = r.delete(&name);
+                return Err(e);
+            }
+        };
+        if !conflicts.is_empty() {
+            let _ = r.delete(&name);
+            return Err(locked(conflicts));
+        }
+        log.note(format_args!("locked with {}", r.url_of(&name)));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let connected = std::sync::Arc::clone(self.remote.as_ref().expect("remote"));
+        let refresh = test_refresh().unwrap_or(REFRESH);
+        let thread = std::thread::spawn(move || {
+            let r = &connected.remote;
+            // until dropped: a failed refresh is tried again at the next
+            // one; the lock goes stale only after STALE
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(refresh)
+            {
+                let _ = r.write_small(&name, &info(unix_now()).to_bytes());
+            }
+            let _ = r.delete(&name);
+        });
+        Ok(RepoLock {
+            _file: None,
+            _remote: Some(RemoteLock {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+        })
+    }
+}
+
+/// Testing hook: `REPOZO_TEST_LOCK_REFRESH` (seconds) replaces [`REFRESH`].
+fn test_refresh() -> Option<std::time::Duration> {
+    std::env::var("REPOZO_TEST_LOCK_REFRESH")
+        .ok()?
+        .parse()
+        .ok()
+        .map(std::time::Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -123,5 +354,39 @@ mod tests {
         assert!(matches!(repo.lock(true, &log), Err(Error::Locked(_))));
         drop(x);
         repo.lock(true, &log).unwrap();
+    }
+
+    #[test]
+    fn lock_objects_round_trip_and_go_stale() {
+        let l = LockInfo {
+            exclusive: true,
+            host: "h".into(),
+            pid: 7,
+            time: 1000,
+        };
+        assert_eq!(LockInfo::parse(&l.to_bytes()), Some(l));
+        let l = LockInfo::parse(
+            &LockInfo {
+                exclusive: false,
+                host: "other".into(),
+                pid: 1,
+                time: 1000,
+            }
+            .to_bytes(),
+        )
+        .unwrap();
+        assert!(!l.exclusive);
+        assert!(!l.is_stale(1000 + STALE, "me"));
+        assert!(l.is_stale(1001 + STALE, "me"));
+        // a process of this host that is gone
+        let gone = LockInfo {
+            exclusive: true,
+            host: "me".into(),
+            pid: 0x3fff_fff0,
+            time: 1000,
+        };
+        assert!(gone.is_stale(1000, "me"));
+        assert!(!gone.is_stale(1000, "another host"));
+        assert!(LockInfo::parse(b"repozo-lock 1\nexclusive true\n").is_none());
     }
 }

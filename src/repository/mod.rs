@@ -222,6 +222,71 @@ impl Repository {
         }
     }
 
+    /// The name in the repository of `path` (one of its files' paths).
+    fn name_in<'p>(&self, path: &'p Path) -> Option<&'p str> {
+        path.strip_prefix(&self.dir).ok()?.to_str()
+    }
+
+    /// The size of the repository's file at `path` (not following a
+    /// symbolic link); `None` when there is none.
+    pub fn file_len(&self, path: &Path) -> std::io::Result<Option<u64>> {
+        if self.is_remote() {
+            return Ok(self.name_in(path).and_then(|n| self.size_of(n)));
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove the repository's file at `path` (an error `NotFound` when
+    /// there is none, as for a file).
+    pub fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        let Some(r) = self.remote() else {
+            return std::fs::remove_file(path);
+        };
+        let name = self
+            .name_in(path)
+            .ok_or_else(|| std::io::Error::other("not in the repository"))?;
+        if self.size_of(name).is_none() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        let r = r
+            .delete(name)
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        self.changed();
+        r
+    }
+
+    /// Make the renames and removals in the directory durable (nothing to
+    /// do on object storage, where each call is).
+    pub fn sync_dir(&self) -> Result<()> {
+        if self.is_remote() {
+            return Ok(());
+        }
+        crate::io::durable::sync_dir(&self.dir)
+    }
+
+    /// The names of the entries directly in the repository with their
+    /// sizes (not following symbolic links).
+    pub fn entries(&self) -> std::io::Result<Vec<(String, u64)>> {
+        if self.is_remote() {
+            let l = self
+                .remote_listing()
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .expect("remote");
+            return Ok(l.iter().map(|(k, v)| (k.clone(), *v)).collect());
+        }
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((e.file_name().to_string_lossy().into_owned(), len));
+        }
+        Ok(out)
+    }
+
     /// The directory, as given.
     pub fn dir(&self) -> &Path {
         &self.dir

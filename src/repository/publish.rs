@@ -39,7 +39,7 @@ impl Repository {
     /// data file exists (a backup never replaces one).
     pub fn new_backup(&self, name: &DataName) -> Result<NewBackup> {
         let data = self.path(&name.file_name());
-        if std::fs::symlink_metadata(&data).is_ok() {
+        if matches!(self.file_len(&data), Ok(Some(_))) {
             return Err(Error::WouldOverwrite(data));
         }
         Ok(NewBackup {
@@ -106,6 +106,11 @@ impl Repository {
         log: &Log,
     ) -> Result<()> {
         let dat = self.path(&name.dat_name());
+        if self.is_remote() {
+            return self
+                .put_checked(&name.dat_name(), line)
+                .inspect_err(|_| self.roll_back(&[&dat, &new.data, &new.index, &new.blobs], log));
+        }
         durable::write_file(self.dir(), &dat, line).inspect_err(|_| {
             self.roll_back(&[&dat, &new.data, &new.index, &new.blobs], log);
         })
@@ -125,6 +130,9 @@ impl Repository {
         log: &Log,
     ) -> Result<()> {
         let dat = self.dat_path(head);
+        if self.is_remote() {
+            return self.extend_remote_chain(head, dat_file, line, new, log);
+        }
         let original = match std::fs::read(&dat).ctx("read", &dat) {
             Ok(o) => o,
             Err(e) => {
@@ -178,14 +186,83 @@ impl Repository {
     /// given: the file that commits the backup first).
     pub fn roll_back(&self, paths: &[&Path], log: &Log) {
         for p in paths {
-            match std::fs::remove_file(p) {
+            match self.remove_file(p) {
                 Ok(()) => log.note(format_args!("rolled back {}", p.display())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 // stop: what follows may be needed by what could not go
                 Err(_) => break,
             }
         }
-        let _ = durable::sync_dir(self.dir());
+        let _ = self.sync_dir();
+    }
+
+    /// Store `bytes` as the object `name` in one request, then read it
+    /// back: an error unless the store gives exactly those bytes.
+    fn put_checked(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let r = self.remote().expect("an object-storage repository");
+        r.write_small(name, bytes)?;
+        self.changed();
+        match r.read(name)? {
+            Some(b) if b == bytes => Ok(()),
+            _ => Err(Error::Remote(format!(
+                "write {}: the store does not give back the bytes written",
+                r.url_of(name)
+            ))),
+        }
+    }
+
+    /// [`Repository::extend_chain`] on object storage, which cannot
+    /// append: the `.dat` is rewritten whole (its complete lines and
+    /// `line`) and read back. On failure the old `.dat` is put back, then
+    /// the backup's files are taken back.
+    fn extend_remote_chain(
+        &self,
+        head: &DataFile,
+        dat_file: Option<&DatFile>,
+        line: &[u8],
+        new: &NewBackup,
+        log: &Log,
+    ) -> Result<()> {
+        let dat = self.dat_path(head);
+        let name = head.name.dat_name();
+        let original = match self.read_small(&name) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                self.roll_back(&[&new.data, &new.index, &new.blobs], log);
+                return Err(Error::io(
+                    "read",
+                    &dat,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "No such object"),
+                ));
+            }
+            Err(e) => {
+                self.roll_back(&[&new.data, &new.index, &new.blobs], log);
+                return Err(e);
+            }
+        };
+        let mut bytes = match dat_file {
+            Some(d) if d.needs_repair => {
+                log.note(format_args!(
+                    "repairing {}: {}",
+                    dat.display(),
+                    match &d.torn {
+                        Some(t) => format!("dropping the torn last line {t:?}"),
+                        None => "adding the missing final newline".to_string(),
+                    }
+                ));
+                d.repaired_bytes()
+            }
+            _ => original.clone(),
+        };
+        bytes.extend_from_slice(line);
+        let result = self.put_checked(&name, &bytes);
+        if result.is_err() {
+            let intact = || matches!(self.read_small(&name), Ok(Some(b)) if b == original);
+            if intact() || (self.put_checked(&name, &original).is_ok() && intact()) {
+                self.roll_back(&[&new.data, &new.index, &new.blobs], log);
+            }
+        }
+        result
     }
 }
 

@@ -62,14 +62,10 @@ impl Repository {
     /// Whether a `.dat` or `.index` is stamped before `stamp` (best effort:
     /// false when the repository cannot be listed).
     fn has_stamped_before(&self, stamp: Stamp) -> bool {
-        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+        let Ok(entries) = self.entries() else {
             return false;
         };
-        entries.flatten().any(|e| {
-            let name = e.file_name();
-            let Some(name) = name.to_str() else {
-                return false;
-            };
+        entries.iter().any(|(name, _)| {
             let Some(stem) = name
                 .strip_suffix(".dat")
                 .or_else(|| name.strip_suffix(".index"))
@@ -85,6 +81,11 @@ impl Repository {
     /// writing one.
     pub fn remove_stale_temporaries(&self, log: &Log) -> Result<()> {
         let repo = self.dir();
+        if self.is_remote() {
+            // no temporaries on object storage: an unfinished upload is
+            // no object
+            return Ok(());
+        }
         let entries = std::fs::read_dir(repo).ctx("list", repo)?;
         for entry in entries {
             let entry = entry.ctx("list", repo)?;
@@ -114,12 +115,11 @@ impl Repository {
         orphans: &[DataFile],
         log: &Log,
     ) -> Result<()> {
-        let repo = self.dir();
         if orphans.is_empty() {
             return Ok(());
         }
         for f in orphans {
-            let to = rename_aside(&f.path)?;
+            let to = self.rename_aside(&f.path)?;
             log.note(format_args!(
                 "setting aside {} (no .dat lists it) as {}",
                 f.path.display(),
@@ -137,16 +137,15 @@ impl Repository {
                 continue;
             }
             let index = self.index_path(f);
-            let index_exists = match std::fs::symlink_metadata(&index) {
-                Ok(_) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            let index_exists = match self.file_len(&index) {
+                Ok(l) => l.is_some(),
                 Err(e) => return Err(Error::io("inspect", &index, e)),
             };
             if index_exists {
-                rename_aside(&index)?;
+                self.rename_aside(&index)?;
             }
         }
-        durable::sync_dir(repo)
+        self.sync_dir()
     }
 
     /// `--prune-index`: in the newest chain, remove the `.index` of every
@@ -188,12 +187,12 @@ impl Repository {
         let mut newest = None;
         for (i, f) in increments.iter().enumerate().rev() {
             let p = self.index_path(f);
-            match std::fs::symlink_metadata(&p) {
-                Ok(_) => {
+            match self.file_len(&p) {
+                Ok(Some(_)) => {
                     newest = Some(i);
                     break;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(None) => {}
                 Err(e) => {
                     warn(&Error::io("inspect", &p, e));
                     return (0, 0);
@@ -214,6 +213,10 @@ impl Repository {
             }
             let p = self.index_path(f);
             let len = match std::fs::symlink_metadata(&p) {
+                _ if self.is_remote() => match self.file_len(&p) {
+                    Ok(Some(l)) => l,
+                    _ => continue,
+                },
                 Ok(m) if m.is_file() => m.len(),
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -222,7 +225,7 @@ impl Repository {
                     continue;
                 }
             };
-            match std::fs::remove_file(&p) {
+            match self.remove_file(&p) {
                 Ok(()) => {
                     removed += 1;
                     freed += len;
@@ -233,7 +236,7 @@ impl Repository {
             }
         }
         if removed > 0 {
-            if let Err(e) = durable::sync_dir(self.dir()) {
+            if let Err(e) = self.sync_dir() {
                 warn(&e);
             }
         }
@@ -263,7 +266,6 @@ impl Repository {
     /// (printed when the run ends) and the next run tries again. Returns the
     /// data files removed and the bytes freed.
     pub fn remove_chains_before(&self, before: Stamp, what: &str, log: &Log) -> (usize, u64) {
-        let repo = self.dir();
         let warn = |e: &dyn std::fmt::Display| {
             log.warn(format_args!("{what}: {e}; the next run tries again"));
         };
@@ -297,15 +299,15 @@ impl Repository {
         let mut tried: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         let mut remove = |p: &Path| -> bool {
             tried.insert(p.to_path_buf());
-            let len = match std::fs::symlink_metadata(p) {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+            let len = match self.file_len(p) {
+                Ok(Some(l)) => l,
+                Ok(None) => return true,
                 Err(e) => {
                     warn(&Error::io("inspect", p, e));
                     return false;
                 }
             };
-            match std::fs::remove_file(p) {
+            match self.remove_file(p) {
                 Ok(()) => {
                     freed += len;
                     log.note(format_args!("{what}: removed {}", p.display()));
@@ -334,7 +336,7 @@ impl Repository {
             }
         }
         freed += self.prune_leftovers(before, &staying, &tried, what, log);
-        if let Err(e) = durable::sync_dir(repo) {
+        if let Err(e) = self.sync_dir() {
             warn(&e);
         }
         (removed, freed)
@@ -355,7 +357,7 @@ impl Repository {
     ) -> u64 {
         let repo = self.dir();
         let warn = |e: Error| log.warn(format_args!("{what}: {e}; the next run tries again"));
-        let entries = match std::iter::repeat_with(|| std::fs::read_dir(repo))
+        let entries = match std::iter::repeat_with(|| self.entries())
             .find(|r| !matches!(r, Err(e) if e.kind() == std::io::ErrorKind::Interrupted))
             .expect("repeat_with never ends")
         {
@@ -366,16 +368,8 @@ impl Repository {
             }
         };
         let mut freed = 0;
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    warn(Error::io("list", repo, e));
-                    return freed;
-                }
-            };
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for (name, len) in entries {
+            let name = name.as_str();
             let Some(stamp) = name
                 .get(..19)
                 .and_then(|stem| Stamp::parse_date(stem).ok())
@@ -388,12 +382,11 @@ impl Repository {
             if !leftover {
                 continue;
             }
-            let p = entry.path();
+            let p = self.path(name);
             if tried.contains(&p) {
                 continue;
             }
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            match std::fs::remove_file(&p) {
+            match self.remove_file(&p) {
                 Ok(()) => {
                     log.note(format_args!("{what}: removed {}", p.display()));
                     freed += len;
@@ -403,6 +396,36 @@ impl Repository {
             }
         }
         freed
+    }
+}
+
+impl Repository {
+    /// [`rename_aside`] of the repository's file at `path`; on object
+    /// storage a copy under the new name, then the old one removed.
+    pub fn rename_aside(&self, path: &Path) -> Result<PathBuf> {
+        let Some(r) = self.remote() else {
+            return rename_aside(path);
+        };
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        for n in 1u32..1000 {
+            let to = match n {
+                1 => format!("{name}.orphaned"),
+                _ => format!("{name}.{n}.orphaned"),
+            };
+            if self.size_of(&to).is_some() {
+                continue;
+            }
+            r.copy(&name, &to)?;
+            self.changed();
+            r.delete(&name)?;
+            self.changed();
+            return Ok(self.path(&to));
+        }
+        Err(Error::WouldOverwrite(path.to_path_buf()))
     }
 }
 
