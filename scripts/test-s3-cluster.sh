@@ -100,8 +100,33 @@ run() { # run NAME ARGS...: repozo ARGS, output in $WORK/NAME.out/.err; returns 
     (
         # shellcheck disable=SC1091
         . "$C/env"
+        echo "$name" > "$WORK/pid.$BASHPID"
         exec "$BIN" "$@"
     ) > "$WORK/$name.out" 2> "$WORK/$name.err"
+}
+
+# the lock objects under a prefix (.repozo-locks/HOST-PID-RANDOM), each
+# with the run that wrote it; with `real`, only those a GET finds (after a
+# node missed a DELETE, Garage lists the deleted object for a while)
+show_locks() {
+    local size key pid state
+    while read -r size key; do
+        pid=${key##*/}
+        pid=${pid%-*}
+        pid=${pid##*-}
+        if (
+            # shellcheck disable=SC1091
+            . "$C/env"
+            python3 "$S3MINI" get repozo "$key" /dev/null
+        ) > /dev/null 2>&1; then
+            state=present
+        elif [ "${2:-}" = real ]; then
+            continue
+        else
+            state="listed but GET 404: deleted"
+        fi
+        echo "     lock object: $key (${size} bytes, by $(cat "$WORK/pid.$pid" 2> /dev/null || echo "pid $pid"); $state)"
+    done < <(objects "$1/.repozo-locks")
 }
 
 objects() { # the raw listing of a prefix: "SIZE KEY" lines
@@ -202,7 +227,7 @@ print(h.hexdigest())' "$FS" "$off" "$len")
             rm -f "$WORK/obj"
             ;;
         esac
-    done < <(comm -13 <(sort "$before") <(sort "$after"))
+    done < <(comm -13 <(sort "$before") <(sort "$after") | grep -v "/.repozo-locks/")
     return "$bad"
 }
 
@@ -286,6 +311,7 @@ else
     fi
 fi
 restart 2
+show_locks clusterA
 if run a-heal -B -r s3://repozo/clusterA -f "$FS" && why=$(check_recovers a-heal clusterA "$S1"); then
     echo "     a: backup again with every node up: fine"
 else
@@ -330,6 +356,7 @@ else
     fi
 fi
 restart 2
+show_locks clusterB
 if run b-heal -B -r s3://repozo/clusterB -f "$FS" && why=$(check_recovers b-heal clusterB "$S2"); then
     echo "     b: backup again with every node up: fine"
 else
@@ -363,6 +390,7 @@ recover_killing() { # recover_killing NAME NODE WHAT
     fi
     rm -f "$o" "$o.part" "$o.index"
     restart "$node"
+    show_locks clusterB
 }
 recover_killing c 2 "node 2"
 
@@ -374,6 +402,7 @@ run_killing d-B 1 "$T_B" -B -F -r s3://repozo/clusterB -f "$FS"
 out=$(describe)
 restart 1
 objects clusterB > "$WORK/d.after"
+show_locks clusterB
 if [ "$RC" = 0 ]; then
     if why=$(check_recovers d clusterB "$S3"); then
         pass d "full backup, node 1 (endpoint) killed: $out; -V passes, -R md5 right"
@@ -406,6 +435,10 @@ for p in baseline clusterA clusterB; do
     run "final-$p" -V -r "s3://repozo/$p" || problems="$problems; -V $p: $(head -1 "$WORK/final-$p.err")"
 done
 why=$(check_recovers final clusterB "$S2") || problems="$problems; clusterB: $why"
+for p in baseline clusterA clusterB; do
+    left=$(show_locks "$p" real)
+    [ -z "$left" ] || problems="$problems; lock objects left under $p: $left"
+done
 if [ -z "$problems" ]; then
     pass final "every prefix verifies, clusterB recovers the last backup"
 else
