@@ -110,13 +110,6 @@ impl Reason {
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &Repository::open(&opts.repository)?;
-    if repo.is_remote() && opts.blob_dir.is_some() {
-        return Err(Error::Remote(format!(
-            "{}: --blob-dir with object storage is not in this version yet (back up \
-             to a directory and copy it with `aws s3 sync` or `rclone copy`)",
-            opts.repository.display()
-        )));
-    }
     let _lock = repo.lock(true, log)?;
     let outcome = backup_locked(opts, repo, log)?;
     // the backup is committed: what follows is best effort
@@ -816,7 +809,8 @@ fn write_files(
     log: &Log,
 ) -> Result<Written> {
     if let Some(r) = repo.remote() {
-        return write_objects(opts, repo, r, src, start, scan, new, log);
+        return write_objects(opts, repo, r, src, start, scan, new, log)
+            .inspect_err(|_| repo.roll_back(&[&new.blobs], log));
     }
     log.note(format_args!(
         "writing index: {} objects (beside the data)",
@@ -937,7 +931,15 @@ fn write_and_commit(
     let list = match blobs {
         Some(b) => {
             let list = repo.store_blobs(&b.dir, b.layout, &scan.blobs, &b.known, log)?;
-            Some(blob_list_file(repo, &list)?)
+            match repo.remote() {
+                // published now, before the data file, as on disk
+                Some(_) => {
+                    repo.put_small(&new.blobs, &list.to_bytes())
+                        .inspect_err(|_| repo.roll_back(&[&new.blobs], log))?;
+                    None
+                }
+                None => Some(blob_list_file(repo, &list)?),
+            }
         }
         None => None,
     };

@@ -58,6 +58,11 @@ pub struct Remote {
     url: String,
     /// The endpoint, for messages.
     endpoint: String,
+    /// The bucket, the prefix (no slash at either end) and the region,
+    /// for the calls OpenDAL does not make ([`Remote::abort_unfinished_uploads`]).
+    bucket: String,
+    prefix: String,
+    region: String,
 }
 
 impl std::fmt::Debug for Remote {
@@ -134,11 +139,15 @@ impl Remote {
         let mut builder = opendal::services::S3::default()
             .bucket(&bucket)
             .root(&format!("/{prefix}"));
-        if std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
-            builder = builder.region(&region_from_config());
-        }
+        let region =
+            match std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION")) {
+                Ok(r) => r,
+                Err(_) => {
+                    let r = region_from_config();
+                    builder = builder.region(&r);
+                    r
+                }
+            };
         let op = Operator::new(builder)
             .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
             // a call that hangs (an endpoint that drops packets) fails
@@ -166,6 +175,9 @@ impl Remote {
             rt,
             url: url.to_string(),
             endpoint,
+            bucket,
+            prefix,
+            region,
         };
         let objects = remote.list()?;
         if objects.is_empty() {
@@ -343,6 +355,126 @@ impl Remote {
         }
     }
 
+    /// Abort the multipart uploads of objects directly under the prefix
+    /// that were started and never completed nor aborted (a run killed
+    /// while uploading): their parts take space and are invisible
+    /// otherwise. Only under the exclusive lock, when no run of ours is
+    /// uploading. Returns the names of the objects whose uploads were
+    /// aborted. OpenDAL has no call for this: the requests are signed by
+    /// reqsign (the signer OpenDAL's S3 service uses, with the same AWS
+    /// credential chain) and sent by OpenDAL's HTTP transport.
+    pub fn abort_unfinished_uploads(&self) -> Result<Vec<String>> {
+        let mut aborted = Vec::new();
+        let dir = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = format!("uploads=&prefix={}", encode(&dir, true));
+            if let Some((k, u)) = &markers {
+                query.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    encode(k, true),
+                    encode(u, true)
+                ));
+            }
+            let body = self.signed("GET", "", &query)?;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            for upload in xml_all(&text, "Upload") {
+                let (Some(key), Some(id)) = (xml_one(upload, "Key"), xml_one(upload, "UploadId"))
+                else {
+                    continue;
+                };
+                let Some(name) = key.strip_prefix(&dir) else {
+                    continue;
+                };
+                if name.is_empty() || name.contains('/') && !name.starts_with("blobs/") {
+                    continue;
+                }
+                self.signed(
+                    "DELETE",
+                    &encode(&key, false),
+                    &format!("uploadId={}", encode(&id, true)),
+                )?;
+                aborted.push(name.to_string());
+            }
+            if xml_one(&text, "IsTruncated").as_deref() != Some("true") {
+                return Ok(aborted);
+            }
+            match (
+                xml_one(&text, "NextKeyMarker"),
+                xml_one(&text, "NextUploadIdMarker"),
+            ) {
+                (Some(k), Some(u)) if markers.as_ref() != Some(&(k.clone(), u.clone())) => {
+                    markers = Some((k, u));
+                }
+                _ => return Ok(aborted),
+            }
+        }
+    }
+
+    /// A request `method` on `key` (percent-encoded; empty: the bucket)
+    /// with `query`, signed with the AWS credential chain; the body of a
+    /// 2xx answer.
+    fn signed(&self, method: &str, key: &str, query: &str) -> Result<Vec<u8>> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .unwrap_or_else(|_| format!("https://s3.{}.amazonaws.com", self.region));
+        let path = match key {
+            "" => format!("/{}", self.bucket),
+            k => format!("/{}/{k}", self.bucket),
+        };
+        let url = format!("{}{path}?{query}", endpoint.trim_end_matches('/'));
+        let what = format!("{method} {path}?{query}");
+        let fail = |e: String| Error::Remote(format!("{what} at {}: {e}", self.endpoint));
+        let transport = opendal::HttpTransporter::default();
+        let ctx = reqsign_core::Context::new()
+            .with_file_read(reqsign_file_read_tokio::TokioFileRead)
+            .with_http_send(transport.clone())
+            .with_env(reqsign_core::OsEnv);
+        let mut provider = reqsign_aws_v4::DefaultCredentialProvider::new();
+        if let Ok(p) = std::env::var("AWS_PROFILE") {
+            provider = reqsign_aws_v4::DefaultCredentialProvider::builder()
+                .with_profile(&p)
+                .build();
+        }
+        let signer = reqsign_core::Signer::new(
+            ctx,
+            provider,
+            reqsign_aws_v4::RequestSigner::new("s3", &self.region),
+        );
+        let req = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("x-amz-content-sha256", reqsign_aws_v4::EMPTY_STRING_SHA256)
+            .body(opendal::Buffer::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let (mut parts, body) = req.into_parts();
+        let resp = self.rt.block_on(async {
+            signer
+                .sign(&mut parts, None)
+                .await
+                .map_err(|e| fail(format!("cannot sign: {e}")))?;
+            transport
+                .send(http::Request::from_parts(parts, body))
+                .await
+                .map_err(|e| fail(short(&e)))
+        })?;
+        let status = resp.status();
+        let body = resp.into_body().to_vec();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(fail(format!(
+                "HTTP {status}: {} {}",
+                xml_one(&text, "Code").unwrap_or_default(),
+                xml_one(&text, "Message").unwrap_or_default()
+            )));
+        }
+        Ok(body)
+    }
+
     /// The object's `s3://` URL, for messages.
     pub fn url_of(&self, name: &str) -> String {
         format!("{}/{name}", self.url.trim_end_matches('/'))
@@ -356,6 +488,48 @@ impl Remote {
             Err(e) => Err(self.error(&format!("read {name} of"), e)),
         }
     }
+}
+
+/// `s` percent-encoded for a URL's path (`/` kept) or, with `query`, a
+/// query value.
+fn encode(s: &str, query: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if !query => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The texts of the elements `<tag>...</tag>` in `xml`.
+fn xml_all<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&open) {
+        let after = &rest[at + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// The text of the first element `<tag>` in `xml`, unescaped.
+fn xml_one(xml: &str, tag: &str) -> Option<String> {
+    let t = xml_all(xml, tag).into_iter().next()?;
+    Some(
+        t.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
 }
 
 /// The bytes of an object, streamed ([`Remote::reader`]).
