@@ -18,22 +18,35 @@
 # After each kill the node is restarted and the repository used again
 # (a backup with every node up must work: nothing left wedged).
 #
-# Environment: REPOZO_BIN (default target/release/repozo if built, else
-# target/debug/repozo), REPOZO_PYTHON (ZODB, default .venv/bin/python or
+# Environment: REPOZO_BIN (default: target/release/repozo, built now), REPOZO_PYTHON (ZODB, default .venv/bin/python or
 # /work/main/.venv/bin/python), REPOZO_CLUSTER_MB (size of Data.fs, 300),
 # REPOZO_CLUSTER_SEED (the kill points; printed), KEEP=1 keeps the work
 # directory and leaves the cluster running.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CLUSTER="$ROOT/scripts/garage-cluster.sh"
-S3MINI="$ROOT/scripts/s3mini.py"
+# the raw objects, through awscli from the test venv (tests/py/requirements.txt):
+#   s3mini ls BUCKET PREFIX   "SIZE KEY" lines;  s3mini get|put BUCKET KEY FILE
+s3mini() {
+    local aws="$ROOT/.venv/bin/aws"
+    case $1 in
+    ls)
+        local out
+        out=$("$aws" --endpoint-url "$AWS_ENDPOINT_URL" s3api list-objects-v2 --bucket "$2" \
+            --prefix "$3" --query 'Contents[].[Size,Key]' --output text) || return 1
+        [ "$out" = None ] || [ -z "$out" ] || printf '%s\n' "$out" ;;
+    get) "$aws" --endpoint-url "$AWS_ENDPOINT_URL" s3api get-object --bucket "$2" --key "$3" "$4" > /dev/null ;;
+    put) "$aws" --endpoint-url "$AWS_ENDPOINT_URL" s3api put-object --bucket "$2" --key "$3" --body "$4" > /dev/null ;;
+    esac
+}
 if [ -n "${REPOZO_BIN:-}" ]; then
     BIN=$REPOZO_BIN
-elif [ -x "$ROOT/target/release/repozo" ]; then
-    BIN="$ROOT/target/release/repozo"
 else
-    BIN="$ROOT/target/debug/repozo"
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN="$ROOT/target/release/repozo"
 fi
+# ZODB, awscli
+(cd "$ROOT" && . scripts/venv.sh)
 if [ -n "${REPOZO_PYTHON:-}" ]; then
     PY=$REPOZO_PYTHON
 elif [ -x "$ROOT/.venv/bin/python" ]; then
@@ -93,7 +106,7 @@ EOF
     rm -f "$FS.index" "$FS.lock" "$FS.tmp"
 }
 
-# env of the cluster (endpoint node 1) for every repozo and s3mini call
+# env of the cluster (endpoint node 1) for every repozo and aws call
 run() { # run NAME ARGS...: repozo ARGS, output in $WORK/NAME.out/.err; returns its status
     local name=$1
     shift
@@ -117,7 +130,7 @@ show_locks() {
         if (
             # shellcheck disable=SC1091
             . "$C/env"
-            python3 "$S3MINI" get repozo "$key" /dev/null
+            s3mini get repozo "$key" /dev/null
         ) > /dev/null 2>&1; then
             state=present
         elif [ "${2:-}" = real ]; then
@@ -133,7 +146,7 @@ objects() { # the raw listing of a prefix: "SIZE KEY" lines
     (
         # shellcheck disable=SC1091
         . "$C/env"
-        python3 "$S3MINI" ls repozo "$1/"
+        s3mini ls repozo "$1/"
     )
 }
 
@@ -218,7 +231,7 @@ print(h.hexdigest())' "$FS" "$off" "$len")
             (
                 # shellcheck disable=SC1091
                 . "$C/env"
-                python3 "$S3MINI" get repozo "$key" "$WORK/obj"
+                s3mini get repozo "$key" "$WORK/obj"
             )
             if [ "$(md5 "$WORK/obj")" != "$want" ]; then
                 echo "     ^ a partial or wrong data file is visible"
@@ -251,8 +264,8 @@ echo "     Data.fs: $(stat -c %s "$FS") bytes in $(elapsed "$t0") s"
 head -c 20000000 /dev/urandom > "$WORK/rand"
 "$CLUSTER" kill "$C" 2
 t0=$(now)
-if (. "$C/env1" && python3 "$S3MINI" put repozo probe/rand "$WORK/rand") > "$WORK/probe.err" 2>&1 &&
-    (. "$C/env3" && python3 "$S3MINI" get repozo probe/rand "$WORK/rand2") >> "$WORK/probe.err" 2>&1 &&
+if (. "$C/env1" && s3mini put repozo probe/rand "$WORK/rand") > "$WORK/probe.err" 2>&1 &&
+    (. "$C/env3" && s3mini get repozo probe/rand "$WORK/rand2") >> "$WORK/probe.err" 2>&1 &&
     cmp -s "$WORK/rand" "$WORK/rand2" &&
     run probe-L -L -r s3://repozo/x && grep -q "no backups" "$WORK/probe-L.out"; then
     pass cluster "node 2 down: 20 MB PUT via node 1, GET via node 3, -L 'no backups' ($(elapsed "$t0")s)"

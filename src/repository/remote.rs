@@ -222,37 +222,7 @@ impl Remote {
 
     /// An error of a call on `what`, as one line a user can act on.
     fn error(&self, what: &str, e: opendal::Error) -> Error {
-        let why = match e.kind() {
-            ErrorKind::PermissionDenied => format!(
-                "access denied: check the key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
-                 and its rights on the bucket ({})",
-                short(&e)
-            ),
-            _ if short(&e).starts_with("NoSuchBucket") => {
-                format!("no such bucket at {} ({})", self.endpoint, short(&e))
-            }
-            _ if e.to_string().contains("load signing credential") => format!(
-                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
-                 to a profile of ~/.aws/credentials{}",
-                std::env::var("AWS_PROFILE")
-                    .map(|p| format!(" (AWS_PROFILE={p}: no such profile, or no key in it)"))
-                    .unwrap_or_default()
-            ),
-            _ if e.to_string().contains("timeout reached") => format!(
-                "no answer from {} (AWS_ENDPOINT_URL) in {} s",
-                self.endpoint,
-                timeout().as_secs()
-            ),
-            _ if e.to_string().contains("send http request") => format!(
-                "cannot reach {} (AWS_ENDPOINT_URL): {}",
-                self.endpoint,
-                short(&e)
-            ),
-            ErrorKind::NotFound => format!("not found ({})", short(&e)),
-            ErrorKind::ConfigInvalid => format!("configuration: {}", short(&e)),
-            _ => format!("{} at {}", short(&e), self.endpoint),
-        };
-        Error::Remote(format!("{what} {}: {why}", self.url))
+        Error::Remote(format!("{what} {}: {}", self.url, why(&e, &self.endpoint)))
     }
 
     /// The objects directly under the prefix (not in a "subdirectory"),
@@ -309,7 +279,7 @@ impl Remote {
             stream,
             cur: opendal::Buffer::new(),
             left: len,
-            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+            endpoint: self.endpoint.clone(),
         })
     }
 
@@ -503,6 +473,41 @@ impl Remote {
     }
 }
 
+/// Why a call failed, as a user can act on it: the key, the bucket, the
+/// endpoint (`endpoint`), the credentials, or what the store said.
+fn why(e: &opendal::Error, endpoint: &str) -> String {
+    match e.kind() {
+            ErrorKind::PermissionDenied => format!(
+                "access denied: check the key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
+                 and its rights on the bucket ({})",
+                short(e)
+            ),
+            _ if short(e).starts_with("NoSuchBucket") => {
+                format!("no such bucket at {} ({})", endpoint, short(e))
+            }
+            _ if e.to_string().contains("load signing credential") => format!(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
+                 to a profile of ~/.aws/credentials{}",
+                std::env::var("AWS_PROFILE")
+                    .map(|p| format!(" (AWS_PROFILE={p}: no such profile, or no key in it)"))
+                    .unwrap_or_default()
+            ),
+            _ if e.to_string().contains("timeout reached") => format!(
+                "no answer from {} (AWS_ENDPOINT_URL) in {} s",
+                endpoint,
+                timeout().as_secs()
+            ),
+            _ if e.to_string().contains("send http request") => format!(
+                "cannot reach {} (AWS_ENDPOINT_URL): {}",
+                endpoint,
+                short(e)
+            ),
+            ErrorKind::NotFound => format!("not found ({})", short(e)),
+            ErrorKind::ConfigInvalid => format!("configuration: {}", short(e)),
+            _ => format!("{} at {}", short(e), endpoint),
+    }
+}
+
 /// `s` percent-encoded for a URL's path (`/` kept) or, with `query`, a
 /// query value.
 fn encode(s: &str, query: bool) -> String {
@@ -553,7 +558,8 @@ pub struct ObjectReader {
     cur: opendal::Buffer,
     /// Bytes still expected.
     left: u64,
-    url: String,
+    /// The endpoint, for messages.
+    endpoint: String,
 }
 
 impl std::io::Read for ObjectReader {
@@ -572,17 +578,11 @@ impl std::io::Read for ObjectReader {
             }
             match self.rt.block_on(self.stream.next()) {
                 Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => {
-                    return Err(std::io::Error::other(format!(
-                        "{} ({})",
-                        short(&e),
-                        self.url
-                    )))
-                }
+                Some(Err(e)) => return Err(std::io::Error::other(why(&e, &self.endpoint))),
                 None if self.left > 0 => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        format!("{} ended {} bytes early", self.url, self.left),
+                        format!("the object ended {} bytes early", self.left),
                     ))
                 }
                 None => return Ok(0),
@@ -611,7 +611,7 @@ impl ObjectWriter<'_> {
         self.remote
             .rt
             .block_on(async { w.write(part).await })
-            .map_err(|e| std::io::Error::other(short(&e)))
+            .map_err(|e| std::io::Error::other(why(&e, &self.remote.endpoint)))
     }
 
     /// Complete the upload: the object appears whole under its name.
