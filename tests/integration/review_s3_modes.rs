@@ -1,0 +1,149 @@
+//! Break-it review of every mode with `-r s3://` (issue 18) against a real
+//! Garage (`scripts/garage.sh`): cases where a run exits 0 with a wrong
+//! answer, damages a repository (for us or for ZODB's repozo after
+//! `aws s3 sync` down), or says something unclear. A small TCP proxy in
+//! front of Garage holds one request of a run, so that another run can
+//! happen in between, deterministically.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::s3::{garage, run_s3};
+use crate::s3_write::aws_sync;
+use crate::util::*;
+
+/// A proxy to Garage on loopback that holds the first request whose bytes
+/// contain `needle` until `resume` is sent, after telling `paused`.
+/// Signatures stay valid: the Host header is the proxy's, as signed.
+struct Proxy {
+    url: String,
+    paused: mpsc::Receiver<()>,
+    resume: mpsc::Sender<()>,
+}
+
+fn proxy(needle: &'static str) -> Proxy {
+    let upstream = garage()["AWS_ENDPOINT_URL"]
+        .trim_start_matches("http://")
+        .to_string();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (paused_tx, paused) = mpsc::channel::<()>();
+    let (resume, resume_rx) = mpsc::channel::<()>();
+    let resume_rx = Arc::new(std::sync::Mutex::new(resume_rx));
+    let fired = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { continue };
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+            let (paused_tx, resume_rx, fired) = (
+                paused_tx.clone(),
+                Arc::clone(&resume_rx),
+                Arc::clone(&fired),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let hit = buf[..n]
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_bytes());
+                    if hit && !fired.swap(true, Ordering::SeqCst) {
+                        let _ = paused_tx.send(());
+                        let _ = resume_rx
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(Duration::from_secs(60));
+                    }
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Proxy {
+        url,
+        paused,
+        resume,
+    }
+}
+
+/// Our binary with the Garage environment through `endpoint`, started.
+fn spawn_s3(env: &Env, args: &[&str], now: &str, endpoint: &str) -> std::process::Child {
+    let mut cmd = repozo_cmd(env.root(), args, now);
+    cmd.envs(garage().iter())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+fn describe(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `-B` lists the prefix when it opens the repository, before it takes
+/// the lock, and keeps that listing: a backup that another run committed
+/// in between (a full one, `-F` or after a pack) is not seen. The second
+/// run extends the old chain with an increment stamped after the new
+/// chain's full backup; ZODB's repozo then recovers the new full backup
+/// followed by that increment, a corrupt `Data.fs`, with exit 0.
+#[test]
+fn s3_backup_uses_the_listing_made_before_its_lock() {
+    let env = Env::with_db(3101, 6);
+    let url = "s3://repozo/review-modes-stale-listing";
+    run_s3(
+        &env,
+        &["-B", "-r", url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T1)],
+    )
+    .ok();
+    env.append(3102, 3);
+    // run B: opens (lists), then is held on its first look at the locks
+    let p = proxy(".repozo-locks");
+    let b = spawn_s3(&env, &["-B", "-r", url, "-f", "Data.fs"], T3, &p.url);
+    p.paused
+        .recv_timeout(Duration::from_secs(30))
+        .expect("run B asks for the locks");
+    // run A: a full backup, committed, its lock gone
+    run_s3(
+        &env,
+        &["-BF", "-r", url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T2)],
+    )
+    .ok();
+    p.resume.send(()).unwrap();
+    let b = b.wait_with_output().unwrap();
+    assert!(b.status.success(), "run B: {}", describe(&b));
+    // what ZODB's repozo recovers from a copy of the prefix
+    let down = env.path("down");
+    aws_sync(url, down.to_str().unwrap());
+    env.py_repozo(&["-R", "-r", down.to_str().unwrap(), "-o", "py.fs"], LATE)
+        .ok();
+    assert_bytes(
+        &env.read("py.fs"),
+        &env.read("Data.fs"),
+        "ZODB's repozo -R of the prefix after two -B runs",
+    );
+}
