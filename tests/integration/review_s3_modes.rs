@@ -147,3 +147,35 @@ fn s3_backup_uses_the_listing_made_before_its_lock() {
         "ZODB's repozo -R of the prefix after two -B runs",
     );
 }
+
+/// An object under `.repozo-locks/` that is not a lock of ours (a lock
+/// of a later format, an object another tool put there) counts as an
+/// exclusive lock and, holding no time, never goes stale: every run is
+/// refused with "another repozo run is using ...; try again when it has
+/// finished", which will never happen, and nothing on the line says which
+/// object holds the repository (that is only under `-v`).
+#[test]
+fn s3_an_unreadable_lock_object_is_named_in_the_error() {
+    let env = Env::with_db(3111, 4);
+    let url = "s3://repozo/review-modes-bad-lock";
+    run_s3(
+        &env,
+        &["-B", "-r", url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T1)],
+    )
+    .ok();
+    let dir = env.path("up");
+    std::fs::create_dir_all(dir.join(".repozo-locks")).unwrap();
+    std::fs::write(dir.join(".repozo-locks/junk"), b"repozo-lock 2\nwhatever\n").unwrap();
+    crate::s3::upload(&dir, "review-modes-bad-lock");
+    for args in [
+        &["-B", "-r", url, "-f", "Data.fs"][..],
+        &["-R", "-r", url, "-o", "x.fs"][..],
+    ] {
+        let line = run_s3(&env, args, &[("REPOZO_TEST_NOW", T2)]).error("locked");
+        assert!(
+            line.contains(".repozo-locks/junk"),
+            "{args:?}: the line does not say which object keeps the repository locked: {line}"
+        );
+    }
+}
