@@ -27,6 +27,31 @@ struct Proxy {
 }
 
 fn proxy(needle: &'static str) -> Proxy {
+    proxy_with(Some(needle), None)
+}
+
+/// Copy `from` to `to` at most `rate` bytes a second (unlimited: `None`).
+fn pipe(mut from: TcpStream, mut to: TcpStream, rate: Option<u64>) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(r) = rate {
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / r as f64));
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// [`proxy`], holding the first request that holds `needle` (if any),
+/// and passing at most `rate` bytes a second each way per connection (a
+/// slow link that keeps answering).
+fn proxy_with(needle: Option<&'static str>, rate: Option<u64>) -> Proxy {
     let upstream = garage()["AWS_ENDPOINT_URL"]
         .trim_start_matches("http://")
         .to_string();
@@ -42,11 +67,12 @@ fn proxy(needle: &'static str) -> Proxy {
             let Ok(mut server) = TcpStream::connect(&upstream) else {
                 continue;
             };
-            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s2, &mut c2);
-                let _ = c2.shutdown(std::net::Shutdown::Both);
-            });
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pipe(s2, c2, rate));
+            let Some(needle) = needle else {
+                std::thread::spawn(move || pipe(client, server, rate));
+                continue;
+            };
             let (paused_tx, resume_rx, fired) = (
                 paused_tx.clone(),
                 Arc::clone(&resume_rx),
@@ -178,4 +204,47 @@ fn s3_an_unreadable_lock_object_is_named_in_the_error() {
             "{args:?}: the line does not say which object keeps the repository locked: {line}"
         );
     }
+}
+
+/// Every call on an upload or a download (each part written, the close
+/// that waits for the parts in flight, each range read) must end within
+/// the timeout (30 s; `REPOZO_TEST_S3_TIMEOUT` here), however busy the
+/// link is: a store that keeps answering, only slowly, is "no answer"
+/// after 4 retries. With parts of 8 MiB, 4 in flight, a backup or a
+/// recovery over a link below about 9 Mbit/s (an ADSL or a small office
+/// uplink; one part alone needs 2.2 Mbit/s) never completes. Here the
+/// link is scaled down with the timeout: 3 MB at 512 KiB/s (6 s), a
+/// timeout of 2 s.
+#[test]
+fn s3_a_slow_link_that_keeps_answering_is_not_no_answer() {
+    let env = Env::with_db(3121, 150);
+    let url = "s3://repozo/review-modes-slow-link";
+    let slow = proxy_with(None, Some(512 << 10));
+    let run = |args: &[&str]| {
+        run_s3(
+            &env,
+            args,
+            &[
+                ("AWS_ENDPOINT_URL", &slow.url),
+                ("REPOZO_TEST_S3_TIMEOUT", "2"),
+                ("REPOZO_TEST_NOW", T1),
+            ],
+        )
+    };
+    let b = run(&["-B", "-r", url, "-f", "Data.fs"]);
+    assert!(b.status.success(), "-B over a slow link: {}", b.describe());
+    // the recovery of a backup made over a fast link
+    run_s3(
+        &env,
+        &["-B", "-r", &format!("{url}-2"), "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T1)],
+    )
+    .ok();
+    let r = run(&["-R", "-r", &format!("{url}-2"), "-o", "r.fs"]);
+    assert!(r.status.success(), "-R over a slow link: {}", r.describe());
+    assert_bytes(
+        &env.read("r.fs"),
+        &env.read("Data.fs"),
+        "-R over a slow link",
+    );
 }
