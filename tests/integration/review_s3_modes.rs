@@ -248,3 +248,44 @@ fn s3_a_slow_link_that_keeps_answering_is_not_no_answer() {
         "-R over a slow link",
     );
 }
+
+/// A lock object of this host whose pid does not exist *here* is taken
+/// for a dead run's and removed, but the pid is only meaningful in the
+/// PID namespace that wrote it: runs in containers that share the host's
+/// name (host networking, Kubernetes `hostNetwork`) each see the other's
+/// live lock as stale, and both go on writing. Here run A holds its lock
+/// (held by the proxy just after it took it) while run B, in its own PID
+/// namespace, removes A's lock and backs up.
+#[test]
+fn s3_a_live_lock_from_another_pid_namespace_is_not_stale() {
+    let env = Env::with_db(3131, 6);
+    let url = "s3://repozo/review-modes-pidns";
+    run_s3(
+        &env,
+        &["-B", "-r", url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T1)],
+    )
+    .ok();
+    env.append(3132, 2);
+    // run A: locked, then held on its look for unfinished uploads
+    let p = proxy("?uploads");
+    let a = spawn_s3(&env, &["-B", "-r", url, "-f", "Data.fs"], T3, &p.url);
+    p.paused
+        .recv_timeout(Duration::from_secs(30))
+        .expect("run A takes its lock");
+    // run B on the same host, in a PID namespace of its own
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", BIN, "-BF", "-r", url, "-f", "Data.fs"])
+        .current_dir(env.root())
+        .env("REPOZO_TEST_NOW", T2)
+        .envs(garage().iter());
+    let b = exec(cmd);
+    p.resume.send(()).unwrap();
+    let a = a.wait_with_output().unwrap();
+    assert!(
+        b.stderr_str().contains("locked"),
+        "run B went on while run A held the lock (A: {}):\n{}",
+        describe(&a),
+        b.describe()
+    );
+}
