@@ -34,6 +34,7 @@ mod review_prune;
 mod review_recover;
 mod review_round2;
 mod review_s3;
+mod review_s3_modes;
 mod s3;
 mod s3_read;
 mod s3_write;
