@@ -165,8 +165,15 @@ fn a_repository_of_zodb_copied_up_with_rclone_is_recovered_and_extended() {
 
 /// A lock object as a run of ours writes it.
 fn lock_object(exclusive: bool, host: &str, pid: u32, time: u64) -> Vec<u8> {
-    format!("repozo-lock 1\nexclusive {exclusive}\nhost {host}\npid {pid}\ntime {time}\n")
-        .into_bytes()
+    // the boot and PID namespace of this test process, which its child
+    // processes share
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let space = format!("{}:{}", boot.trim(), ns.display());
+    format!(
+        "repozo-lock 1\nexclusive {exclusive}\nhost {host}\npid {pid}\ntime {time}\nspace {space}\n"
+    )
+    .into_bytes()
 }
 
 fn now_secs() -> u64 {
