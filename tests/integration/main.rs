@@ -35,6 +35,7 @@ mod review_recover;
 mod review_round2;
 mod review_s3;
 mod s3;
+mod s3_faults;
 mod s3_read;
 mod source;
 mod sums;
