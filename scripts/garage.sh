@@ -13,14 +13,18 @@
 # The server is built without optimizations and without the features the
 # tests do not use (k2v, metrics, lmdb), which takes a fraction of a release
 # build, and cached in $REPOZO_TOOLS (default ~/.cache/repozo-tools), so a
-# machine that keeps its home builds it once.
+# machine that keeps its home builds it once.  GARAGE_BIN=PATH runs that
+# garage binary instead (e.g. a release build, for benchmarks); `install`
+# then builds nothing.
 set -euo pipefail
 VERSION=2.5.0
 TOOLS="${REPOZO_TOOLS:-$HOME/.cache/repozo-tools}"
-GARAGE="$TOOLS/garage-$VERSION/bin/garage"
+GARAGE="${GARAGE_BIN:-$TOOLS/garage-$VERSION/bin/garage}"
 
 install() {
-    if [ ! -x "$GARAGE" ]; then
+    if [ -n "${GARAGE_BIN:-}" ]; then
+        [ -x "$GARAGE" ] || { echo "GARAGE_BIN=$GARAGE is not executable" >&2; return 1; }
+    elif [ ! -x "$GARAGE" ]; then
         echo "building garage $VERSION into $TOOLS (once)" >&2
         cargo install --quiet --locked --debug --no-default-features \
             --features bundled-libs,sqlite --root "$TOOLS/garage-$VERSION" "garage@$VERSION" >&2

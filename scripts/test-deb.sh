@@ -48,6 +48,12 @@ test -f /usr/share/zsh/vendor-completions/_repozo
 systemd-analyze verify --man=no \
     "repozo-backup@$name.service" "repozo-backup@$name.timer" \
     "repozo-check@$name.service" "repozo-check@$name.timer"
+# the network drop-in for s3:// repositories, applied to an instance
+test -f /usr/share/doc/repozo/examples/s3-network.conf
+mkdir -p "/etc/systemd/system/repozo-backup@$name.service.d"
+cp /usr/share/doc/repozo/examples/s3-network.conf "/etc/systemd/system/repozo-backup@$name.service.d/"
+systemd-analyze verify --man=no "repozo-backup@$name.service"
+rm -r "/etc/systemd/system/repozo-backup@$name.service.d"
 # hardening as documented
 grep -q '^ProtectSystem=strict' /lib/systemd/system/repozo-backup@.service
 grep -q '^ReadWritePaths=-/var/backups/repozo/%i' /lib/systemd/system/repozo-backup@.service

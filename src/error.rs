@@ -55,6 +55,8 @@ pub enum Error {
     SourceReplaced(PathBuf),
     /// Another run holds the repository lock.
     Locked(PathBuf),
+    /// An object-storage repository is locked by the lock objects named.
+    LockedBy { repo: PathBuf, by: String },
     /// Object storage (`-r s3://`): a call failed or a mode is not there
     /// yet; the message says which and why.
     Remote(String),
@@ -148,6 +150,12 @@ impl fmt::Display for Error {
                 f,
                 "repository locked: another repozo run is using {}; try again when it has finished",
                 p.display()
+            ),
+            Error::LockedBy { repo, by } => write!(
+                f,
+                "repository locked: another repozo run is using {} ({by}); try again when it has \
+                 finished, or remove the lock object if that run is gone",
+                repo.display()
             ),
             Error::NoSpace { path, need, have } => write!(
                 f,

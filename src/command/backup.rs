@@ -110,13 +110,6 @@ impl Reason {
 /// Run a backup.
 pub fn backup(opts: &BackupOptions, log: &Log) -> Result<Outcome> {
     let repo = &Repository::open(&opts.repository)?;
-    if repo.is_remote() && opts.blob_dir.is_some() {
-        return Err(Error::Remote(format!(
-            "{}: --blob-dir with object storage is not in this version yet (back up \
-             to a directory and copy it with `aws s3 sync` or `rclone copy`)",
-            opts.repository.display()
-        )));
-    }
     let _lock = repo.lock(true, log)?;
     let outcome = backup_locked(opts, repo, log)?;
     // the backup is committed: what follows is best effort
@@ -816,7 +809,8 @@ fn write_files(
     log: &Log,
 ) -> Result<Written> {
     if let Some(r) = repo.remote() {
-        return write_objects(opts, repo, r, src, start, scan, new, log);
+        return write_objects(opts, repo, r, src, start, scan, new, log)
+            .inspect_err(|_| repo.roll_back(&[&new.blobs], log));
     }
     log.note(format_args!(
         "writing index: {} objects (beside the data)",
@@ -857,52 +851,73 @@ fn write_objects(
     };
     let (data_name, index_name) = (name_of(&new.data), name_of(&new.index));
     crate::progress::phase("backup", scan.end - start);
-    let sink = Sink::new(r.writer(&data_name)?, opts.gzip, None);
-    let mut md5 = Md5::new();
-    let mut content = xxh3::Hasher::new();
-    let copied =
-        copy::copy_range_parallel(src, start, scan.end - start, &mut md5, &mut content, sink)
+    log.note(format_args!(
+        "writing index: {} objects (uploaded beside the data, completed after it)",
+        scan.index.len()
+    ));
+    // the .index is uploaded on another thread while the data is, but
+    // completed (made visible) only after the data file is
+    let (data, index) = std::thread::scope(|scope| {
+        let index = scope.spawn(
+            || -> Result<(crate::repository::remote::ObjectWriter<'_>, u128)> {
+                let url = r.url_of(&index_name);
+                let werr = |e: std::io::Error| Error::Remote(format!("write {url}: {e}"));
+                let out = HashingWriter {
+                    inner: r.writer(&index_name)?,
+                    hash: xxh3::Hasher::new(),
+                };
+                let mut w = BufWriter::with_capacity(buf::CHUNK, out);
+                scan.index.write_to(scan.end, &mut w).map_err(werr)?;
+                w.flush().map_err(werr)?;
+                let out = w.into_inner().map_err(|e| werr(e.into_error()))?;
+                Ok((out.inner, out.hash.digest128()))
+            },
+        );
+        let data = (|| -> Result<Written> {
+            let sink = Sink::new(r.writer(&data_name)?, opts.gzip, None);
+            let mut md5 = Md5::new();
+            let mut content = xxh3::Hasher::new();
+            let copied = copy::copy_range_parallel(
+                src,
+                start,
+                scan.end - start,
+                &mut md5,
+                &mut content,
+                sink,
+            )
             .map_err(|e| match e {
                 CopyError::Read(e) => Error::io("read", &opts.file, e),
                 CopyError::Write(e) => {
                     Error::Remote(format!("write {}: {e}", r.url_of(&data_name)))
                 }
             })?;
-    if let Err(e) = copied.file.finish() {
-        // the completion may have happened with its answer lost (a
-        // dropped connection; the retry is then told "NoSuchUpload"):
-        // the object can be there, whole, under a name that is ours
+            if let Err(e) = copied.file.finish() {
+                // the completion may have happened with its answer lost
+                // (a dropped connection; the retry is then told
+                // "NoSuchUpload"): the object can be there, whole, under
+                // a name that is ours
+                repo.changed();
+                repo.roll_back(&[&new.data], log);
+                return Err(e);
+            }
+            repo.changed();
+            Ok(Written {
+                md5: md5::hex(&md5.finalize()),
+                content: content.digest128(),
+                stored: copied.stored,
+                stored_len: copied.stored_len,
+                index_hash: 0,
+            })
+        })();
+        (data, index.join().expect("the index thread does not panic"))
+    });
+    // an unfinished index upload is aborted when dropped
+    let written = data?;
+    let index = index.and_then(|(w, hash)| {
+        w.finish()?;
         repo.changed();
-        repo.roll_back(&[&new.data], log);
-        return Err(e);
-    }
-    repo.changed();
-    let written = Written {
-        md5: md5::hex(&md5.finalize()),
-        content: content.digest128(),
-        stored: copied.stored,
-        stored_len: copied.stored_len,
-        index_hash: 0,
-    };
-    log.note(format_args!(
-        "writing index: {} objects (after the data)",
-        scan.index.len()
-    ));
-    let index = (|| -> Result<u128> {
-        let url = r.url_of(&index_name);
-        let werr = |e: std::io::Error| Error::Remote(format!("write {url}: {e}"));
-        let out = HashingWriter {
-            inner: r.writer(&index_name)?,
-            hash: xxh3::Hasher::new(),
-        };
-        let mut w = BufWriter::with_capacity(buf::CHUNK, out);
-        scan.index.write_to(scan.end, &mut w).map_err(werr)?;
-        w.flush().map_err(werr)?;
-        let out = w.into_inner().map_err(|e| werr(e.into_error()))?;
-        out.inner.finish()?;
-        repo.changed();
-        Ok(out.hash.digest128())
-    })();
+        Ok(hash)
+    });
     match index {
         Ok(h) => Ok(Written {
             index_hash: h,
@@ -944,7 +959,15 @@ fn write_and_commit(
     let list = match blobs {
         Some(b) => {
             let list = repo.store_blobs(&b.dir, b.layout, &scan.blobs, &b.known, log)?;
-            Some(blob_list_file(repo, &list)?)
+            match repo.remote() {
+                // published now, before the data file, as on disk
+                Some(_) => {
+                    repo.put_small(&new.blobs, &list.to_bytes())
+                        .inspect_err(|_| repo.roll_back(&[&new.blobs], log))?;
+                    None
+                }
+                None => Some(blob_list_file(repo, &list)?),
+            }
         }
         None => None,
     };

@@ -87,7 +87,12 @@ pub fn describe(opts: &ListOptions, log: &Log) -> Result<Vec<ChainReport>> {
 
 /// Describe every chain of `repo`.
 fn describe_in(repo: &Repository, log: &Log) -> Result<Vec<ChainReport>> {
-    let _lock = repo.lock(false, log)?;
+    // object storage is listed without a lock: a lock there is an object
+    // to write, which a read-only key cannot
+    let _lock = match repo.is_remote() {
+        true => None,
+        false => Some(repo.lock(false, log)?),
+    };
     let listing = repo.list()?;
     // chains are named by their full backups and by their .dat files; a
     // file a .dat lists is in that chain, wherever its stamp falls

@@ -582,13 +582,23 @@ pub fn each_in_parallel<T: Sync, R: Send>(
     if bytes < PARALLEL_MIN {
         return items.iter().map(f).collect();
     }
+    each_on(items, WORKERS, f)
+}
+
+/// [`each_in_parallel`] on `workers` threads whatever the size (calls
+/// that mostly wait: uploads to object storage).
+pub fn each_on<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new(items.iter().map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..WORKERS.min(items.len()) {
+        for _ in 0..workers.min(items.len()) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= items.len() || failed.load(Ordering::Relaxed) {

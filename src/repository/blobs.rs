@@ -21,6 +21,7 @@ use crate::io::durable::{self, TempFile};
 use crate::io::{copy, read};
 use crate::log::Log;
 use crate::repository::chains::Listing;
+use crate::repository::remote::Remote;
 use crate::repository::Repository;
 
 /// The blob store's directory in the repository.
@@ -133,6 +134,7 @@ impl Repository {
                 Err(e) => return Err(Error::io("stat", &src, e)),
             };
             let in_store = match std::fs::symlink_metadata(&stored) {
+                _ if self.is_remote() => self.size_of(&Repository::stored_blob_name(r.oid, r.tid)),
                 Ok(m) => Some(m.len()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(Error::io("stat", &stored, e)),
@@ -149,7 +151,7 @@ impl Repository {
                         // makes its renames durable
                         _ => {
                             unlisted = true;
-                            Some((have, read::md5_file(&stored)?))
+                            Some((have, self.md5_of_stored(r.oid, r.tid)?))
                         }
                     }
                 }
@@ -175,6 +177,26 @@ impl Repository {
             });
         }
         let (copied, copied_bytes) = (to_copy.len(), to_copy.iter().map(|c| c.3).sum::<u64>());
+        if let Some(remote) = self.remote() {
+            // each upload visible once complete: nothing to settle
+            let done = copy::each_on(&to_copy, UPLOADS, |(_, src, stored, _)| {
+                let name = stored
+                    .strip_prefix(self.dir())
+                    .ok()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                upload_blob(remote, src, name)
+            });
+            self.changed();
+            for ((i, ..), (len, sum)) in to_copy.iter().zip(done?) {
+                blobs[*i].file = Some((len, sum));
+            }
+            log.note(format_args!(
+                "blobs: {} revision(s) in the range, {copied} new ({copied_bytes} bytes uploaded)",
+                blobs.len()
+            ));
+            return Ok(BlobList { layout, blobs });
+        }
         if to_copy.is_empty() && unlisted {
             // durable before a list names them (each batch syncs otherwise)
             durable::sync_fs(self.dir())?;
@@ -228,6 +250,45 @@ impl Repository {
     }
 }
 
+/// Blob revisions uploaded at the same time to object storage.
+const UPLOADS: usize = 8;
+
+/// Upload the blob file `src` as the object `name`; returns its size and
+/// md5. A small file is one request; a large one a multipart upload.
+fn upload_blob(remote: &Remote, src: &Path, name: &str) -> Result<(u64, String)> {
+    use std::io::{Read, Write};
+    let mut f = File::open(src).ctx("open", src)?;
+    let len = f.metadata().ctx("stat", src)?.len();
+    let mut md5 = crate::io::md5::Md5::new();
+    if len <= crate::repository::remote::PART as u64 {
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut bytes).ctx("read", src)?;
+        if bytes.len() as u64 != len {
+            return Err(Error::BlobChanged {
+                path: src.to_path_buf(),
+                stored: PathBuf::from(remote.url_of(name)),
+            });
+        }
+        md5.update(&bytes);
+        remote.write_small(name, &bytes)?;
+        return Ok((len, crate::io::md5::hex(&md5.finalize())));
+    }
+    let mut w = remote.writer(name)?;
+    let werr = |e: std::io::Error| Error::Remote(format!("write {}: {e}", remote.url_of(name)));
+    let n = read::for_each_chunk_in(Box::new(f), src, false, |chunk| {
+        md5.update(chunk);
+        w.write_all(chunk).map_err(werr)
+    })?;
+    if n != len {
+        return Err(Error::BlobChanged {
+            path: src.to_path_buf(),
+            stored: PathBuf::from(remote.url_of(name)),
+        });
+    }
+    w.finish()?;
+    Ok((len, crate::io::md5::hex(&md5.finalize())))
+}
+
 /// Copy the blob file `src` into `tmp` (not synced); returns its size and
 /// md5.
 fn copy_blob(src: &Path, tmp: &TempFile) -> Result<(u64, String)> {
@@ -238,6 +299,18 @@ fn copy_blob(src: &Path, tmp: &TempFile) -> Result<(u64, String)> {
 }
 
 impl Repository {
+    /// The md5 of the stored revision `tid` of `oid`, read whole.
+    fn md5_of_stored(&self, oid: u64, tid: u64) -> Result<String> {
+        let p = self.stored_blob(oid, tid);
+        if !self.is_remote() {
+            return read::md5_file(&p);
+        }
+        let mut m = crate::io::md5::Md5::new();
+        let r = self.open_stored(&Repository::stored_blob_name(oid, tid))?;
+        read::stream_data_from(r, &p, false, Some(&mut m), None)?;
+        Ok(crate::io::md5::hex(&m.finalize()))
+    }
+
     /// Problems of the stored revisions that the blob lists of `stamps`
     /// name, one line each: missing, another size, and (unless `quick`)
     /// another md5. Returns them with the number of revisions and bytes
@@ -296,15 +369,7 @@ impl Repository {
                 }
                 bytes += size;
                 if !quick {
-                    let md5 = match self.is_remote() {
-                        true => self.open_stored(&name).and_then(|r| {
-                            let mut m = crate::io::md5::Md5::new();
-                            read::stream_data_from(r, &p, false, Some(&mut m), None)?;
-                            Ok(crate::io::md5::hex(&m.finalize()))
-                        }),
-                        false => read::md5_file(&p),
-                    };
-                    match md5 {
+                    match self.md5_of_stored(b.oid, b.tid) {
                         Ok(got) if got == sum => {}
                         Ok(got) => bad.push(format!("{} has md5 {got}, expected {sum}", what())),
                         Err(e) => bad.push(format!("{}: {e}", what())),
@@ -339,18 +404,13 @@ impl Repository {
     /// The blob lists in the repository, by stamp.
     fn blob_lists(&self) -> Result<Vec<(Stamp, PathBuf)>> {
         let mut out = Vec::new();
-        for e in std::fs::read_dir(self.dir()).ctx("list", self.dir())? {
-            let e = e.ctx("list", self.dir())?;
-            let name = e.file_name();
-            let Some(stem) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(&format!(".{LIST_EXT}")))
-            else {
+        for name in self.entries().ctx("list", self.dir())? {
+            let Some(stem) = name.strip_suffix(&format!(".{LIST_EXT}")) else {
                 continue;
             };
             if let Ok(s) = Stamp::parse_date(stem) {
                 if s.to_string() == stem {
-                    out.push((s, e.path()));
+                    out.push((s, self.path(&name)));
                 }
             }
         }
@@ -377,13 +437,10 @@ impl Repository {
     }
 
     fn try_collect_blobs(&self, log: &Log) -> Result<u64> {
-        if self.is_remote() {
-            // no blob store on object storage in this version
-            return Ok(0);
-        }
         let store = self.path(STORE);
         // without a store (no blob stored yet) the dead lists still go
         let have_store = match std::fs::symlink_metadata(&store) {
+            _ if self.is_remote() => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::io("inspect", &store, e)),
             Ok(_) => true,
@@ -407,7 +464,33 @@ impl Repository {
             }
         }
         let (mut removed, mut freed) = (0u64, 0u64);
-        let walk = have_store.then(|| walkdir::WalkDir::new(&store).min_depth(2).max_depth(2));
+        if let Some(objects) = self.remote_blob_listing()? {
+            let r = self.remote().expect("remote");
+            for (name, len) in objects.iter() {
+                let key = name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.strip_suffix(".blob"))
+                    .and_then(|n| {
+                        let (o, t) = n.split_once('.')?;
+                        Some((
+                            u64::from_str_radix(o, 16).ok()?,
+                            u64::from_str_radix(t, 16).ok()?,
+                        ))
+                    });
+                let Some(key) = key else { continue };
+                if name != &Repository::stored_blob_name(key.0, key.1) || referenced.contains(&key)
+                {
+                    continue;
+                }
+                r.delete(name)?;
+                removed += 1;
+                freed += len;
+            }
+            self.changed();
+        }
+        let walk = (have_store && !self.is_remote())
+            .then(|| walkdir::WalkDir::new(&store).min_depth(2).max_depth(2));
         for e in walk.into_iter().flatten() {
             let e = e.map_err(|e| {
                 let p = e.path().unwrap_or(&store).to_path_buf();
@@ -430,11 +513,13 @@ impl Repository {
             removed += 1;
             freed += len;
         }
-        durable::sync_fs(self.dir())?;
-        for p in dead {
-            std::fs::remove_file(p).ctx("remove", p)?;
+        if !self.is_remote() {
+            durable::sync_fs(self.dir())?;
         }
-        durable::sync_dir(self.dir())?;
+        for p in dead {
+            self.remove_file(p).ctx("remove", p)?;
+        }
+        self.sync_dir()?;
         log.note(format_args!(
             "blobs: removed {removed} revision(s) no backup refers to, {freed} bytes freed"
         ));

@@ -226,9 +226,9 @@ impl Repository {
                 continue; // removed meanwhile
             };
             let Some(info) = LockInfo::parse(&bytes) else {
-                // not one of ours, or cut short: counts as exclusive,
-                // stale after STALE like any other
-                out.push(format!("{name} (unreadable)"));
+                // not one of ours: counts as exclusive (a person
+                // removes it)
+                out.push(format!("{}, not a lock of ours", r.url_of(&name)));
                 continue;
             };
             if info.is_stale(now, &host) {
@@ -244,14 +244,17 @@ impl Repository {
             }
             if exclusive || info.exclusive {
                 out.push(format!(
-                    "{} by pid {} on {}",
+                    "{} {} by pid {} on {}, written {} s ago, stale after {} s",
                     if info.exclusive {
-                        "an exclusive lock"
+                        "exclusive lock"
                     } else {
-                        "a shared lock"
+                        "shared lock"
                     },
+                    r.url_of(&name),
                     info.pid,
-                    info.host
+                    info.host,
+                    now.saturating_sub(info.time),
+                    STALE
                 ));
             }
         }
@@ -262,9 +265,9 @@ impl Repository {
     /// see the module's documentation).
     fn lock_remote(&self, exclusive: bool, log: &Log) -> Result<RepoLock> {
         let r = self.remote().expect("an object-storage repository");
-        let locked = |why: Vec<String>| {
-            log.note(format_args!("{}: {}", self.dir().display(), why.join(", ")));
-            Error::Locked(self.dir().to_path_buf())
+        let locked = |why: Vec<String>| Error::LockedBy {
+            repo: self.dir().to_path_buf(),
+            by: why.join("; "),
         };
         let mut random = [0u8; 8];
         // SAFETY: getrandom fills at most the buffer's length.
@@ -288,7 +291,21 @@ impl Repository {
             pid: std::process::id(),
             time,
         };
-        r.write_small(&name, &info(unix_now()).to_bytes())?;
+        match r.write_small(&name, &info(unix_now()).to_bytes()) {
+            Ok(()) => {}
+            // a key that may only read (kept for recoveries): read without
+            // a lock, as on a read-only directory
+            Err(Error::Remote(m)) if !exclusive && m.contains("access denied") => {
+                log.note(format_args!(
+                    "cannot write a lock object ({m}): reading without a lock"
+                ));
+                return Ok(RepoLock {
+                    _file: None,
+                    _remote: None,
+                });
+            }
+            Err(e) => return Err(e),
+        }
         // a run that wrote its lock at the same time sees ours, as we see
         // its: both give up, never both go on
         let conflicts = match self.conflicting_locks(exclusive, &name, log) {

@@ -115,7 +115,7 @@ impl Repository {
 
     /// The objects of an `s3://` repository's blob store with their sizes
     /// (listed when first needed after a change).
-    fn remote_blob_listing(&self) -> Result<Option<Arc<Objects>>> {
+    pub(crate) fn remote_blob_listing(&self) -> Result<Option<Arc<Objects>>> {
         let Some(c) = self.remote.as_deref() else {
             return Ok(None);
         };
@@ -268,21 +268,18 @@ impl Repository {
         crate::io::durable::sync_dir(&self.dir)
     }
 
-    /// The names of the entries directly in the repository with their
-    /// sizes (not following symbolic links).
-    pub fn entries(&self) -> std::io::Result<Vec<(String, u64)>> {
+    /// The names of the entries directly in the repository.
+    pub fn entries(&self) -> std::io::Result<Vec<String>> {
         if self.is_remote() {
             let l = self
                 .remote_listing()
                 .map_err(|e| std::io::Error::other(e.to_string()))?
                 .expect("remote");
-            return Ok(l.iter().map(|(k, v)| (k.clone(), *v)).collect());
+            return Ok(l.keys().cloned().collect());
         }
         let mut out = Vec::new();
         for e in std::fs::read_dir(&self.dir)? {
-            let e = e?;
-            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push((e.file_name().to_string_lossy().into_owned(), len));
+            out.push(e?.file_name().to_string_lossy().into_owned());
         }
         Ok(out)
     }

@@ -196,6 +196,16 @@ impl Repository {
         let _ = self.sync_dir();
     }
 
+    /// Store `bytes` as the object at `path` of an object-storage
+    /// repository in one request (a blob list), then read it back.
+    pub fn put_small(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        self.put_checked(name, bytes)
+    }
+
     /// Store `bytes` as the object `name` in one request, then read it
     /// back: an error unless the store gives exactly those bytes.
     fn put_checked(&self, name: &str, bytes: &[u8]) -> Result<()> {

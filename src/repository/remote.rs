@@ -52,12 +52,20 @@ fn timeout() -> std::time::Duration {
 
 /// An object-storage repository, connected.
 pub struct Remote {
+    /// For listings, stats and small objects.
     op: Operator,
+    /// For streamed objects ([`Remote::reader`], [`Remote::writer`]).
+    streams: Operator,
     rt: tokio::runtime::Runtime,
     /// `s3://BUCKET/PREFIX` as given.
     url: String,
     /// The endpoint, for messages.
     endpoint: String,
+    /// The bucket, the prefix (no slash at either end) and the region,
+    /// for the calls OpenDAL does not make ([`Remote::abort_unfinished_uploads`]).
+    bucket: String,
+    prefix: String,
+    region: String,
 }
 
 impl std::fmt::Debug for Remote {
@@ -131,31 +139,44 @@ impl Remote {
         let endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
             .unwrap_or_else(|_| "AWS S3".to_string());
-        let mut builder = opendal::services::S3::default()
-            .bucket(&bucket)
-            .root(&format!("/{prefix}"));
-        if std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
-            builder = builder.region(&region_from_config());
-        }
-        let op = Operator::new(builder)
-            .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
-            // a call that hangs (an endpoint that drops packets) fails
-            // after the timeout, and is retried like any temporary failure
-            // (throttling, a dropped connection, 5xx), with backoff
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(timeout())
-                    .with_io_timeout(timeout()),
-            )
-            .layer(
-                opendal::layers::RetryLayer::new()
-                    .with_jitter()
-                    .with_max_times(RETRIES)
-                    .with_min_delay(std::time::Duration::from_millis(200))
-                    .with_max_delay(std::time::Duration::from_secs(5)),
-            );
+        let (region, from_config) =
+            match std::env::var("AWS_REGION").or_else(|_| std::env::var("AWS_DEFAULT_REGION")) {
+                Ok(r) => (r, false),
+                Err(_) => (region_from_config(), true),
+            };
+        let builder = || {
+            let b = opendal::services::S3::default()
+                .bucket(&bucket)
+                .root(&format!("/{prefix}"));
+            match from_config {
+                true => b.region(&region),
+                false => b,
+            }
+        };
+        // a call that hangs (an endpoint that drops packets) fails after
+        // the timeout, and is retried like any temporary failure
+        // (throttling, a dropped connection, 5xx), with backoff; moving
+        // the bytes of a part or a range may take longer (8 MiB over a
+        // 256 kbit/s uplink takes 4 min), so streams have an operator
+        // whose reads and writes may take 10 times the timeout
+        let operator = |io: std::time::Duration| -> Result<Operator> {
+            Ok(Operator::new(builder())
+                .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
+                .layer(
+                    TimeoutLayer::new()
+                        .with_timeout(timeout())
+                        .with_io_timeout(io),
+                )
+                .layer(
+                    opendal::layers::RetryLayer::new()
+                        .with_jitter()
+                        .with_max_times(RETRIES)
+                        .with_min_delay(std::time::Duration::from_millis(200))
+                        .with_max_delay(std::time::Duration::from_secs(5)),
+                ))
+        };
+        let op = operator(timeout())?;
+        let streams = operator(timeout() * 10)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -163,9 +184,13 @@ impl Remote {
             .map_err(|e| Error::Remote(format!("cannot start the S3 client: {e}")))?;
         let remote = Remote {
             op,
+            streams,
             rt,
             url: url.to_string(),
             endpoint,
+            bucket,
+            prefix,
+            region,
         };
         let objects = remote.list()?;
         if objects.is_empty() {
@@ -197,37 +222,7 @@ impl Remote {
 
     /// An error of a call on `what`, as one line a user can act on.
     fn error(&self, what: &str, e: opendal::Error) -> Error {
-        let why = match e.kind() {
-            ErrorKind::PermissionDenied => format!(
-                "access denied: check the key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
-                 and its rights on the bucket ({})",
-                short(&e)
-            ),
-            _ if short(&e).starts_with("NoSuchBucket") => {
-                format!("no such bucket at {} ({})", self.endpoint, short(&e))
-            }
-            _ if e.to_string().contains("load signing credential") => format!(
-                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
-                 to a profile of ~/.aws/credentials{}",
-                std::env::var("AWS_PROFILE")
-                    .map(|p| format!(" (AWS_PROFILE={p}: no such profile, or no key in it)"))
-                    .unwrap_or_default()
-            ),
-            _ if e.to_string().contains("timeout reached") => format!(
-                "no answer from {} (AWS_ENDPOINT_URL) in {} s",
-                self.endpoint,
-                timeout().as_secs()
-            ),
-            _ if e.to_string().contains("send http request") => format!(
-                "cannot reach {} (AWS_ENDPOINT_URL): {}",
-                self.endpoint,
-                short(&e)
-            ),
-            ErrorKind::NotFound => format!("not found ({})", short(&e)),
-            ErrorKind::ConfigInvalid => format!("configuration: {}", short(&e)),
-            _ => format!("{} at {}", short(&e), self.endpoint),
-        };
-        Error::Remote(format!("{what} {}: {why}", self.url))
+        Error::Remote(format!("{what} {}: {}", self.url, why(&e, &self.endpoint)))
     }
 
     /// The objects directly under the prefix (not in a "subdirectory"),
@@ -271,7 +266,7 @@ impl Remote {
             .rt
             .block_on(async {
                 let r = self
-                    .op
+                    .streams
                     .reader_with(name)
                     .chunk(PART)
                     .concurrent(PARALLEL)
@@ -284,7 +279,7 @@ impl Remote {
             stream,
             cur: opendal::Buffer::new(),
             left: len,
-            url: format!("{}/{name}", self.url.trim_end_matches('/')),
+            endpoint: self.endpoint.clone(),
         })
     }
 
@@ -303,7 +298,7 @@ impl Remote {
         let w = self
             .rt
             .block_on(async {
-                self.op
+                self.streams
                     .writer_with(name)
                     .chunk(PART)
                     .concurrent(PARALLEL)
@@ -343,6 +338,126 @@ impl Remote {
         }
     }
 
+    /// Abort the multipart uploads of objects directly under the prefix
+    /// that were started and never completed nor aborted (a run killed
+    /// while uploading): their parts take space and are invisible
+    /// otherwise. Only under the exclusive lock, when no run of ours is
+    /// uploading. Returns the names of the objects whose uploads were
+    /// aborted. OpenDAL has no call for this: the requests are signed by
+    /// reqsign (the signer OpenDAL's S3 service uses, with the same AWS
+    /// credential chain) and sent by OpenDAL's HTTP transport.
+    pub fn abort_unfinished_uploads(&self) -> Result<Vec<String>> {
+        let mut aborted = Vec::new();
+        let dir = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = format!("uploads=&prefix={}", encode(&dir, true));
+            if let Some((k, u)) = &markers {
+                query.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    encode(k, true),
+                    encode(u, true)
+                ));
+            }
+            let body = self.signed("GET", "", &query)?;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            for upload in xml_all(&text, "Upload") {
+                let (Some(key), Some(id)) = (xml_one(upload, "Key"), xml_one(upload, "UploadId"))
+                else {
+                    continue;
+                };
+                let Some(name) = key.strip_prefix(&dir) else {
+                    continue;
+                };
+                if name.is_empty() || name.contains('/') && !name.starts_with("blobs/") {
+                    continue;
+                }
+                self.signed(
+                    "DELETE",
+                    &encode(&key, false),
+                    &format!("uploadId={}", encode(&id, true)),
+                )?;
+                aborted.push(name.to_string());
+            }
+            if xml_one(&text, "IsTruncated").as_deref() != Some("true") {
+                return Ok(aborted);
+            }
+            match (
+                xml_one(&text, "NextKeyMarker"),
+                xml_one(&text, "NextUploadIdMarker"),
+            ) {
+                (Some(k), Some(u)) if markers.as_ref() != Some(&(k.clone(), u.clone())) => {
+                    markers = Some((k, u));
+                }
+                _ => return Ok(aborted),
+            }
+        }
+    }
+
+    /// A request `method` on `key` (percent-encoded; empty: the bucket)
+    /// with `query`, signed with the AWS credential chain; the body of a
+    /// 2xx answer.
+    fn signed(&self, method: &str, key: &str, query: &str) -> Result<Vec<u8>> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .unwrap_or_else(|_| format!("https://s3.{}.amazonaws.com", self.region));
+        let path = match key {
+            "" => format!("/{}", self.bucket),
+            k => format!("/{}/{k}", self.bucket),
+        };
+        let url = format!("{}{path}?{query}", endpoint.trim_end_matches('/'));
+        let what = format!("{method} {path}?{query}");
+        let fail = |e: String| Error::Remote(format!("{what} at {}: {e}", self.endpoint));
+        let transport = opendal::HttpTransporter::default();
+        let ctx = reqsign_core::Context::new()
+            .with_file_read(reqsign_file_read_tokio::TokioFileRead)
+            .with_http_send(transport.clone())
+            .with_env(reqsign_core::OsEnv);
+        let mut provider = reqsign_aws_v4::DefaultCredentialProvider::new();
+        if let Ok(p) = std::env::var("AWS_PROFILE") {
+            provider = reqsign_aws_v4::DefaultCredentialProvider::builder()
+                .with_profile(&p)
+                .build();
+        }
+        let signer = reqsign_core::Signer::new(
+            ctx,
+            provider,
+            reqsign_aws_v4::RequestSigner::new("s3", &self.region),
+        );
+        let req = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("x-amz-content-sha256", reqsign_aws_v4::EMPTY_STRING_SHA256)
+            .body(opendal::Buffer::new())
+            .map_err(|e| fail(e.to_string()))?;
+        let (mut parts, body) = req.into_parts();
+        let resp = self.rt.block_on(async {
+            signer
+                .sign(&mut parts, None)
+                .await
+                .map_err(|e| fail(format!("cannot sign: {e}")))?;
+            transport
+                .send(http::Request::from_parts(parts, body))
+                .await
+                .map_err(|e| fail(short(&e)))
+        })?;
+        let status = resp.status();
+        let body = resp.into_body().to_vec();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(fail(format!(
+                "HTTP {status}: {} {}",
+                xml_one(&text, "Code").unwrap_or_default(),
+                xml_one(&text, "Message").unwrap_or_default()
+            )));
+        }
+        Ok(body)
+    }
+
     /// The object's `s3://` URL, for messages.
     pub fn url_of(&self, name: &str) -> String {
         format!("{}/{name}", self.url.trim_end_matches('/'))
@@ -358,6 +473,83 @@ impl Remote {
     }
 }
 
+/// Why a call failed, as a user can act on it: the key, the bucket, the
+/// endpoint (`endpoint`), the credentials, or what the store said.
+fn why(e: &opendal::Error, endpoint: &str) -> String {
+    match e.kind() {
+            ErrorKind::PermissionDenied => format!(
+                "access denied: check the key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE) \
+                 and its rights on the bucket ({})",
+                short(e)
+            ),
+            _ if short(e).starts_with("NoSuchBucket") => {
+                format!("no such bucket at {} ({})", endpoint, short(e))
+            }
+            _ if e.to_string().contains("load signing credential") => format!(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE \
+                 to a profile of ~/.aws/credentials{}",
+                std::env::var("AWS_PROFILE")
+                    .map(|p| format!(" (AWS_PROFILE={p}: no such profile, or no key in it)"))
+                    .unwrap_or_default()
+            ),
+            _ if e.to_string().contains("timeout reached") => format!(
+                "no answer from {} (AWS_ENDPOINT_URL) in {} s",
+                endpoint,
+                timeout().as_secs()
+            ),
+            _ if e.to_string().contains("send http request") => format!(
+                "cannot reach {} (AWS_ENDPOINT_URL): {}",
+                endpoint,
+                short(e)
+            ),
+            ErrorKind::NotFound => format!("not found ({})", short(e)),
+            ErrorKind::ConfigInvalid => format!("configuration: {}", short(e)),
+            _ => format!("{} at {}", short(e), endpoint),
+    }
+}
+
+/// `s` percent-encoded for a URL's path (`/` kept) or, with `query`, a
+/// query value.
+fn encode(s: &str, query: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if !query => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The texts of the elements `<tag>...</tag>` in `xml`.
+fn xml_all<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&open) {
+        let after = &rest[at + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(&after[..end]);
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+/// The text of the first element `<tag>` in `xml`, unescaped.
+fn xml_one(xml: &str, tag: &str) -> Option<String> {
+    let t = xml_all(xml, tag).into_iter().next()?;
+    Some(
+        t.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
 /// The bytes of an object, streamed ([`Remote::reader`]).
 pub struct ObjectReader {
     rt: tokio::runtime::Handle,
@@ -366,7 +558,8 @@ pub struct ObjectReader {
     cur: opendal::Buffer,
     /// Bytes still expected.
     left: u64,
-    url: String,
+    /// The endpoint, for messages.
+    endpoint: String,
 }
 
 impl std::io::Read for ObjectReader {
@@ -385,17 +578,11 @@ impl std::io::Read for ObjectReader {
             }
             match self.rt.block_on(self.stream.next()) {
                 Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => {
-                    return Err(std::io::Error::other(format!(
-                        "{} ({})",
-                        short(&e),
-                        self.url
-                    )))
-                }
+                Some(Err(e)) => return Err(std::io::Error::other(why(&e, &self.endpoint))),
                 None if self.left > 0 => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        format!("{} ended {} bytes early", self.url, self.left),
+                        format!("the object ended {} bytes early", self.left),
                     ))
                 }
                 None => return Ok(0),
@@ -424,7 +611,7 @@ impl ObjectWriter<'_> {
         self.remote
             .rt
             .block_on(async { w.write(part).await })
-            .map_err(|e| std::io::Error::other(short(&e)))
+            .map_err(|e| std::io::Error::other(why(&e, &self.remote.endpoint)))
     }
 
     /// Complete the upload: the object appears whole under its name.

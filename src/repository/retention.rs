@@ -65,7 +65,7 @@ impl Repository {
         let Ok(entries) = self.entries() else {
             return false;
         };
-        entries.iter().any(|(name, _)| {
+        entries.iter().any(|name| {
             let Some(stem) = name
                 .strip_suffix(".dat")
                 .or_else(|| name.strip_suffix(".index"))
@@ -81,9 +81,24 @@ impl Repository {
     /// writing one.
     pub fn remove_stale_temporaries(&self, log: &Log) -> Result<()> {
         let repo = self.dir();
-        if self.is_remote() {
+        if let Some(r) = self.remote() {
             // no temporaries on object storage: an unfinished upload is
-            // no object
+            // no object, but its parts take space until it is aborted
+            match r.abort_unfinished_uploads() {
+                Ok(names) => {
+                    for n in names {
+                        log.note(format_args!(
+                            "aborted the unfinished upload of {} (left by a run that stopped)",
+                            r.url_of(&n)
+                        ));
+                    }
+                }
+                Err(e) => log.warn(format_args!(
+                    "could not clean up unfinished uploads (their parts take space until \
+                     they are aborted; a lifecycle rule AbortIncompleteMultipartUpload does it \
+                     too): {e}"
+                )),
+            }
             return Ok(());
         }
         let entries = std::fs::read_dir(repo).ctx("list", repo)?;
@@ -368,7 +383,7 @@ impl Repository {
             }
         };
         let mut freed = 0;
-        for (name, len) in entries {
+        for name in entries {
             let name = name.as_str();
             let Some(stamp) = name
                 .get(..19)
@@ -386,6 +401,7 @@ impl Repository {
             if tried.contains(&p) {
                 continue;
             }
+            let len = self.file_len(&p).ok().flatten().unwrap_or(0);
             match self.remove_file(&p) {
                 Ok(()) => {
                     log.note(format_args!("{what}: removed {}", p.display()));
