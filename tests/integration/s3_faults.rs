@@ -736,6 +736,63 @@ fn s3_lost_answer_to_an_upload_completion_leaves_no_backup() {
     assert_bytes(&env.read("out.fs"), &committed(&env), "recovered");
 }
 
+/// The store away for one second in the middle of a data file of
+/// several parts (a multipart upload, 4 parts in flight): the backup must
+/// ride it out, as a single request does (4 retries, 0.2 s to 1.6 s
+/// apart: about 3 s). It fails: OpenDAL starts a failed part again at
+/// once, without the backoff, and every part that fails, of the 4 in
+/// flight, takes one of the 4 retries of the one `write` call: even half
+/// a second of outage (or a store restarted in a second, see
+/// `s3_server_killed_or_restarted_mid_backup_and_mid_recovery`) fails the
+/// backup, while an object of one part survives 2.5 s.
+#[test]
+#[ignore = "bug: a multipart upload gives up after ~0.5 s of outage (retries shared by the parts in flight, no backoff for a failed part)"]
+fn s3_multipart_upload_rides_out_a_one_second_outage() {
+    let store = Store::shared();
+    let env = Env::new();
+    env.zodb(&[
+        "create", "Data.fs", "--seed", "2261", "--txns", "100", "--objs", "50",
+    ])
+    .ok();
+    assert!(env.read("Data.fs").len() > 16 << 20, "premise: three parts");
+    let url = "s3://repozo/outage-multipart";
+    // the first part's PUT: after the listing, the lock, the creation
+    let probe = Proxy::start(&store, &env.path("probe.log"), &[]);
+    store
+        .run(
+            &env,
+            &["-B", "-r", "s3://repozo/outage-probe", "-f", "Data.fs"],
+            Some(&probe.endpoint),
+            T1,
+        )
+        .ok();
+    let first_part = probe
+        .requests()
+        .iter()
+        .find(|(_, m, p, _)| m == "PUT" && p.contains("partNumber="))
+        .expect("a part")
+        .0
+        .to_string();
+    drop(probe);
+    let proxy = Proxy::start(
+        &store,
+        &env.path("proxy.log"),
+        &["--down-from", &first_part, "--down-secs", "1"],
+    );
+    let o = store.run(
+        &env,
+        &["-B", "-r", url, "-f", "Data.fs"],
+        Some(&proxy.endpoint),
+        T1,
+    );
+    drop(proxy);
+    o.ok();
+    store
+        .run(&env, &["-R", "-r", url, "-o", "out.fs"], None, LATE)
+        .ok();
+    assert_bytes(&env.read("out.fs"), &committed(&env), "recovered");
+}
+
 // ---------------------------------------------------------------------------
 // A server killed or restarted
 
@@ -845,11 +902,13 @@ fn s3_server_killed_or_restarted_mid_backup_and_mid_recovery() {
     let (child, what) = spawn(store.cmd(&env, &["-B", "-F", "-r", url, "-f", "Data.fs"], None, T4));
     std::thread::sleep(at);
     store.kill();
+    let killed = Instant::now();
     std::thread::sleep(down);
     store.restart();
+    let back = killed.elapsed();
     let o = wait(child, what, env.root());
     eprintln!(
-        "restarted: killed after {at:?}, down {down:?}: exit {:?} {}",
+        "restarted: killed after {at:?}, answering again {back:?} later: exit {:?} {}",
         o.code(),
         o.stderr_str().trim()
     );
@@ -1097,7 +1156,7 @@ fn s3_two_backups_started_together() {
 /// `tests/py/montecarlo.py --s3`: the model test of `montecarlo.rs` with
 /// our binary on a prefix of the Garage (ZODB's repozo on a mirror of
 /// it, synced both ways), for a few seeds of `$REPOZO_MC_S3_STEPS`
-/// (default 25) steps each; no blob mode. `$REPOZO_MC_SEED` runs that
+/// (default 25) steps each (half the seeds in blob mode). `$REPOZO_MC_SEED` runs that
 /// seed only.
 #[test]
 fn montecarlo_s3() {

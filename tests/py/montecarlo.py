@@ -57,7 +57,8 @@ tools extend the same chains and every check of the model (the files, the
 exact ``.dat`` lines, nothing left over: a lock object left behind shows as
 ``.repozo-locks``) runs on what the prefix holds. The ``.dat`` lines of our
 backups name the objects by their ``s3://`` URL (ZODB's repozo uses only
-the base name). No blob mode: ``--blob-dir`` with ``s3://`` is refused.
+the base name). Blob mode too: the blob store is under ``blobs/`` of the
+prefix (and of the mirror, where ZODB's repozo ignores it).
 
 At the end every saved state is recovered at its date and compared with
 the copy saved at the time (a bounded sample of copies is kept; the other
@@ -554,8 +555,6 @@ class MonteCarlo:
         self.brng = random.Random('blobs-%d' % seed)
         self.blob_mode = (blobs == 'on' or
                           (blobs == 'auto' and self.brng.random() < 0.5))
-        if s3:
-            self.blob_mode = False  # --blob-dir with s3:// is refused
         self.blob_now = None      # dump of the source's committed state
         self.dead_lists_ok = False
         self.steps = steps
@@ -1238,7 +1237,7 @@ def main(argv=None):
     p.add_argument('--s3', default=None, metavar='s3://BUCKET/PREFIX',
                    help='object-storage mode: our tool works on this '
                    'prefix (AWS_* variables of the store), ZODB\'s repozo '
-                   'on a mirror of it; no blobs')
+                   'on a mirror of it')
     p.add_argument('--prune', choices=['auto', 'on', 'off'], default='auto',
                    help='our backups add --prune-index: with probability '
                    '0.6 (on), never (off), or for two seeds in three with '
@@ -1257,8 +1256,6 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix='repozo-mc-%d-' % seed,
                                dir=args.workdir)
     started = time.time()
-    if args.s3 and args.blobs == 'on':
-        p.error('--blobs on and --s3: --blob-dir with s3:// is refused')
     mc = MonteCarlo(seed, args.steps, binary, workdir, args.verbose,
                     args.blobs, args.prune, args.s3)
     passed, failed, replay_steps = mc.run(sys.stdout)

@@ -28,6 +28,7 @@ headers arrive. Faults (each request gets at most one, in this order):
                           gone: killed, unreachable)
   --down-for K            ... for K requests only, then forward again
                           (the store restarted)
+  --down-secs S           ... for S seconds from request N
   --slowdown-first N      answer 503 SlowDown (an S3 XML error) to the
                           first N requests, without forwarding them
   --slowdown F            ... to a fraction F of the requests
@@ -74,6 +75,7 @@ class Faults:
         self.only = set(m.strip().upper() for m in a.only.split(',')) if a.only else None
         self.log = open(a.log, 'a', buffering=1) if a.log else None
         self.faults = 0
+        self.down_since = None
 
     def choose(self, method, path):
         """Number the request and pick its fault."""
@@ -90,8 +92,12 @@ class Faults:
                         and (not a.path_has or a.path_has in path)
                         and (not a.spare or a.spare not in path)
                         and (not a.max_faults or self.faults < a.max_faults))
+            if a.down_from and n == a.down_from:
+                self.down_since = time.monotonic()
             if a.down_from and n >= a.down_from and (
-                    not a.down_for or n < a.down_from + a.down_for):
+                    not a.down_for or n < a.down_from + a.down_for) and (
+                    not a.down_secs
+                    or time.monotonic() - self.down_since < a.down_secs):
                 fault = 'down'
             elif eligible:
                 if n in self.drop_nth or r_drop < a.drop:
@@ -284,6 +290,7 @@ def main():
     p.add_argument('--drop-when', choices=['before', 'mid', 'any'], default='any')
     p.add_argument('--down-from', type=int, default=0)
     p.add_argument('--down-for', type=int, default=0)
+    p.add_argument('--down-secs', type=float, default=0.0)
     p.add_argument('--slowdown', type=float, default=0.0)
     p.add_argument('--slowdown-first', type=int, default=0)
     p.add_argument('--delay', type=float, default=0.0)
