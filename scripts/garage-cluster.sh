@@ -162,26 +162,15 @@ ENV
 }
 
 # a signed ListObjectsV2 on the bucket answers 200 (awscli of the test venv)
-# the raw objects, through awscli from the test venv (tests/py/requirements.txt):
-#   s3mini ls BUCKET PREFIX   "SIZE KEY" lines;  s3mini get|put BUCKET KEY FILE
-s3mini() {
-    local aws="$HERE/../.venv/bin/aws"
-    case $1 in
-    ls)
-        local out
-        out=$("$aws" --endpoint-url "$AWS_ENDPOINT_URL" s3api list-objects-v2 --bucket "$2" \
-            --prefix "$3" --query 'Contents[].[Size,Key]' --output text) || return 1
-        [ "$out" = None ] || [ -z "$out" ] || printf '%s\n' "$out" ;;
-    get) "$aws" --endpoint-url "$AWS_ENDPOINT_URL" s3api get-object --bucket "$2" --key "$3" "$4" > /dev/null ;;
-    put) "$aws" --endpoint-url "$AWS_ENDPOINT_URL" s3api put-object --bucket "$2" --key "$3" --body "$4" > /dev/null ;;
-    esac
-}
+ROOT="$HERE/.."
+# shellcheck source=scripts/s3mini.sh
+. "$HERE/s3mini.sh"
 
 s3_ready() {
     (
         # shellcheck disable=SC1090
         . "$1"
-        ROOT="$HERE/.." s3mini ls repozo "" > /dev/null
+        s3mini ls repozo "" > /dev/null
     )
 }
 

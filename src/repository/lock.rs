@@ -71,13 +71,16 @@ struct LockInfo {
     host: String,
     pid: u32,
     time: u64,
+    /// Where `pid` means something: the boot and the PID namespace of
+    /// the process ([`pid_space`]); `-` when unknown.
+    space: String,
 }
 
 impl LockInfo {
     fn to_bytes(&self) -> Vec<u8> {
         format!(
-            "repozo-lock 1\nexclusive {}\nhost {}\npid {}\ntime {}\n",
-            self.exclusive, self.host, self.pid, self.time
+            "repozo-lock 1\nexclusive {}\nhost {}\npid {}\ntime {}\nspace {}\n",
+            self.exclusive, self.host, self.pid, self.time, self.space
         )
         .into_bytes()
     }
@@ -97,17 +100,22 @@ impl LockInfo {
             host: field("host")?,
             pid: field("pid")?.parse().ok()?,
             time: field("time")?.parse().ok()?,
+            space: field("space")?,
         })
     }
 
     /// Whether the run holding it is surely gone: not rewritten for
-    /// [`STALE`], or its process is gone on this host.
-    fn is_stale(&self, now: u64, host: &str) -> bool {
+    /// [`STALE`], or its process is gone on this host, in this boot and
+    /// PID namespace (`space`; a container sharing the host's name has
+    /// pids of its own).
+    fn is_stale(&self, now: u64, host: &str, space: &str) -> bool {
         if now.saturating_sub(self.time) > STALE {
             return true;
         }
         // SAFETY: kill with signal 0 only checks that the process exists.
         self.host == host
+            && self.space == space
+            && space != "-"
             && self.pid != std::process::id()
             && unsafe { libc::kill(self.pid as libc::pid_t, 0) } != 0
             && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
@@ -119,6 +127,18 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The boot and the PID namespace of this process
+/// (`BOOT_ID:pid:[INODE]`), where its pid means something; `-` when
+/// either cannot be read.
+fn pid_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let ns = std::fs::read_link("/proc/self/ns/pid");
+    match (boot, ns) {
+        (Ok(b), Ok(n)) => format!("{}:{}", b.trim(), n.display()).replace(char::is_whitespace, "_"),
+        _ => "-".to_string(),
+    }
 }
 
 fn hostname() -> String {
@@ -216,6 +236,7 @@ impl Repository {
     fn conflicting_locks(&self, exclusive: bool, ours: &str, log: &Log) -> Result<Vec<String>> {
         let r = self.remote().expect("an object-storage repository");
         let host = hostname();
+        let space = pid_space();
         let now = unix_now();
         let mut out = Vec::new();
         for name in r.list_under(LOCKS)?.into_keys() {
@@ -231,7 +252,7 @@ impl Repository {
                 out.push(format!("{}, not a lock of ours", r.url_of(&name)));
                 continue;
             };
-            if info.is_stale(now, &host) {
+            if info.is_stale(now, &host, &space) {
                 log.note(format_args!(
                     "removing the stale lock {} (host {}, pid {}, written {} s ago)",
                     r.url_of(&name),
@@ -285,11 +306,13 @@ impl Repository {
         if !conflicts.is_empty() {
             return Err(locked(conflicts));
         }
+        let space = pid_space();
         let info = move |time| LockInfo {
             exclusive,
             host: host.clone(),
             pid: std::process::id(),
             time,
+            space: space.clone(),
         };
         match r.write_small(&name, &info(unix_now()).to_bytes()) {
             Ok(()) => {}
@@ -320,6 +343,9 @@ impl Repository {
             return Err(locked(conflicts));
         }
         log.note(format_args!("locked with {}", r.url_of(&name)));
+        // what was listed before the lock may have changed since: listed
+        // again when next needed
+        self.changed();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let connected = std::sync::Arc::clone(self.remote.as_ref().expect("remote"));
         let refresh = test_refresh().unwrap_or(REFRESH);
@@ -380,6 +406,7 @@ mod tests {
             host: "h".into(),
             pid: 7,
             time: 1000,
+            space: "b:pid:[1]".into(),
         };
         assert_eq!(LockInfo::parse(&l.to_bytes()), Some(l));
         let l = LockInfo::parse(
@@ -388,22 +415,26 @@ mod tests {
                 host: "other".into(),
                 pid: 1,
                 time: 1000,
+                space: "b:pid:[1]".into(),
             }
             .to_bytes(),
         )
         .unwrap();
         assert!(!l.exclusive);
-        assert!(!l.is_stale(1000 + STALE, "me"));
-        assert!(l.is_stale(1001 + STALE, "me"));
+        assert!(!l.is_stale(1000 + STALE, "me", "b:pid:[1]"));
+        assert!(l.is_stale(1001 + STALE, "me", "b:pid:[1]"));
         // a process of this host that is gone
         let gone = LockInfo {
             exclusive: true,
             host: "me".into(),
             pid: 0x3fff_fff0,
             time: 1000,
+            space: pid_space(),
         };
-        assert!(gone.is_stale(1000, "me"));
-        assert!(!gone.is_stale(1000, "another host"));
+        assert!(gone.is_stale(1000, "me", &pid_space()));
+        assert!(!gone.is_stale(1000, "another host", &pid_space()));
+        assert!(!gone.is_stale(1000, "me", "another boot:pid:[2]"));
+        assert!(!gone.is_stale(1000, "me", "-"));
         assert!(LockInfo::parse(b"repozo-lock 1\nexclusive true\n").is_none());
     }
 }

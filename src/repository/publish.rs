@@ -143,14 +143,7 @@ impl Repository {
         let mut touched = false;
         let result = match dat_file {
             Some(d) if d.needs_repair => {
-                log.note(format_args!(
-                    "repairing {}: {}",
-                    dat.display(),
-                    match &d.torn {
-                        Some(t) => format!("dropping the torn last line {t:?}"),
-                        None => "adding the missing final newline".to_string(),
-                    }
-                ));
+                note_repair(&dat, d, log);
                 let mut bytes = d.repaired_bytes();
                 bytes.extend_from_slice(line);
                 touched = true;
@@ -252,14 +245,7 @@ impl Repository {
         };
         let mut bytes = match dat_file {
             Some(d) if d.needs_repair => {
-                log.note(format_args!(
-                    "repairing {}: {}",
-                    dat.display(),
-                    match &d.torn {
-                        Some(t) => format!("dropping the torn last line {t:?}"),
-                        None => "adding the missing final newline".to_string(),
-                    }
-                ));
+                note_repair(&dat, d, log);
                 d.repaired_bytes()
             }
             _ => original.clone(),
@@ -274,6 +260,18 @@ impl Repository {
         }
         result
     }
+}
+
+/// Say what repairing the `.dat` at `dat` (`d`, as read) does.
+fn note_repair(dat: &Path, d: &DatFile, log: &Log) {
+    log.note(format_args!(
+        "repairing {}: {}",
+        dat.display(),
+        match &d.torn {
+            Some(t) => format!("dropping the torn last line {t:?}"),
+            None => "adding the missing final newline".to_string(),
+        }
+    ));
 }
 
 /// Put a `.dat` back to its `original` bytes after a failed append: cut

@@ -39,6 +39,10 @@ pub const SCHEME: &str = "s3://";
 /// connection and never answers must not hang `-L`.
 const TIMEOUT_SECS: u64 = 30;
 
+/// How many times [`TIMEOUT_SECS`] one read or write of a stream may take
+/// in all (an hour), while bytes keep moving.
+const STREAM_FACTOR: u32 = 120;
+
 /// Testing hook: replaces [`TIMEOUT_SECS`] (seconds).
 const TIMEOUT_ENV: &str = "REPOZO_TEST_S3_TIMEOUT";
 
@@ -54,8 +58,12 @@ fn timeout() -> std::time::Duration {
 pub struct Remote {
     /// For listings, stats and small objects.
     op: Operator,
-    /// For streamed objects ([`Remote::reader`], [`Remote::writer`]).
-    streams: Operator,
+    /// For streamed reads ([`Remote::reader`]).
+    reads: Operator,
+    /// For streamed writes ([`Remote::writer`]).
+    writes: Operator,
+    /// For the calls OpenDAL does not make ([`Remote::abort_unfinished_uploads`]).
+    http: opendal::HttpTransporter,
     rt: tokio::runtime::Runtime,
     /// `s3://BUCKET/PREFIX` as given.
     url: String,
@@ -134,7 +142,23 @@ impl Remote {
                  empty, '.' or '..' parts, '?' or '#')"
             ))
         })?;
-        // the HTTP transport, once per process (later calls are no-ops)
+        // the HTTP transports: for requests with small bodies and for
+        // streamed reads, a connection that stops answering (no byte for
+        // the timeout) fails however long a range takes while bytes flow
+        // (a slow link); uploads wait for their answer until a part is
+        // sent, so they have no such timeout (only the operator's below)
+        let transport = |read_timeout: bool| -> Result<opendal::HttpTransporter> {
+            let mut b = reqwest::Client::builder().connect_timeout(timeout());
+            if read_timeout {
+                b = b.read_timeout(timeout());
+            }
+            let client = b
+                .build()
+                .map_err(|e| Error::Remote(format!("cannot start the HTTP client: {e}")))?;
+            Ok(opendal::HttpTransporter::new(
+                opendal_http_transport_reqwest::ReqwestTransport::new(client),
+            ))
+        };
         opendal::install_default();
         let endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
@@ -156,10 +180,14 @@ impl Remote {
         // a call that hangs (an endpoint that drops packets) fails after
         // the timeout, and is retried like any temporary failure
         // (throttling, a dropped connection, 5xx), with backoff; moving
-        // the bytes of a part or a range may take longer (8 MiB over a
-        // 256 kbit/s uplink takes 4 min), so streams have an operator
-        // whose reads and writes may take 10 times the timeout
-        let operator = |io: std::time::Duration| -> Result<Operator> {
+        // the bytes of parts or ranges takes as long as the link needs
+        // (4 parts of 8 MiB over a 256 kbit/s uplink: 17 min), so streams
+        // have an operator whose reads and writes may take STREAM_FACTOR
+        // times the timeout, a stall being caught by the client's read
+        // timeout above
+        let operator = |io: std::time::Duration, read_timeout: bool| -> Result<Operator> {
+            let ctx =
+                opendal::OperationContext::new().with_http_transport(transport(read_timeout)?);
             Ok(Operator::new(builder())
                 .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
                 .layer(
@@ -173,10 +201,13 @@ impl Remote {
                         .with_max_times(RETRIES)
                         .with_min_delay(std::time::Duration::from_millis(200))
                         .with_max_delay(std::time::Duration::from_secs(5)),
-                ))
+                )
+                .with_context(ctx))
         };
-        let op = operator(timeout())?;
-        let streams = operator(timeout() * 10)?;
+        let http = transport(true)?;
+        let op = operator(timeout(), true)?;
+        let reads = operator(timeout() * STREAM_FACTOR, true)?;
+        let writes = operator(timeout() * STREAM_FACTOR, false)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -184,7 +215,9 @@ impl Remote {
             .map_err(|e| Error::Remote(format!("cannot start the S3 client: {e}")))?;
         let remote = Remote {
             op,
-            streams,
+            reads,
+            writes,
+            http,
             rt,
             url: url.to_string(),
             endpoint,
@@ -266,7 +299,7 @@ impl Remote {
             .rt
             .block_on(async {
                 let r = self
-                    .streams
+                    .reads
                     .reader_with(name)
                     .chunk(PART)
                     .concurrent(PARALLEL)
@@ -298,7 +331,7 @@ impl Remote {
         let w = self
             .rt
             .block_on(async {
-                self.streams
+                self.writes
                     .writer_with(name)
                     .chunk(PART)
                     .concurrent(PARALLEL)
@@ -412,7 +445,7 @@ impl Remote {
         let url = format!("{}{path}?{query}", endpoint.trim_end_matches('/'));
         let what = format!("{method} {path}?{query}");
         let fail = |e: String| Error::Remote(format!("{what} at {}: {e}", self.endpoint));
-        let transport = opendal::HttpTransporter::default();
+        let transport = self.http.clone();
         let ctx = reqsign_core::Context::new()
             .with_file_read(reqsign_file_read_tokio::TokioFileRead)
             .with_http_send(transport.clone())
@@ -436,14 +469,19 @@ impl Remote {
             .map_err(|e| fail(e.to_string()))?;
         let (mut parts, body) = req.into_parts();
         let resp = self.rt.block_on(async {
-            signer
-                .sign(&mut parts, None)
+            let signed = async {
+                signer
+                    .sign(&mut parts, None)
+                    .await
+                    .map_err(|e| fail(format!("cannot sign: {e}")))?;
+                transport
+                    .send(http::Request::from_parts(parts, body))
+                    .await
+                    .map_err(|e| fail(why(&e, &self.endpoint)))
+            };
+            tokio::time::timeout(timeout(), signed)
                 .await
-                .map_err(|e| fail(format!("cannot sign: {e}")))?;
-            transport
-                .send(http::Request::from_parts(parts, body))
-                .await
-                .map_err(|e| fail(short(&e)))
+                .unwrap_or_else(|_| Err(fail(format!("no answer in {} s", timeout().as_secs()))))
         })?;
         let status = resp.status();
         let body = resp.into_body().to_vec();
@@ -473,6 +511,21 @@ impl Remote {
     }
 }
 
+/// Whether `e` comes from the HTTP client's timeout (no byte of an
+/// answer in time).
+fn timed_out(e: &opendal::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<reqwest::Error>()
+            .is_some_and(|r| r.is_timeout())
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Why a call failed, as a user can act on it: the key, the bucket, the
 /// endpoint (`endpoint`), the credentials, or what the store said.
 fn why(e: &opendal::Error, endpoint: &str) -> String {
@@ -492,11 +545,14 @@ fn why(e: &opendal::Error, endpoint: &str) -> String {
                     .map(|p| format!(" (AWS_PROFILE={p}: no such profile, or no key in it)"))
                     .unwrap_or_default()
             ),
-            _ if e.to_string().contains("timeout reached") => format!(
+            _ if e.to_string().contains("timeout reached") || timed_out(e) =>
+            {
+                format!(
                 "no answer from {} (AWS_ENDPOINT_URL) in {} s",
                 endpoint,
                 timeout().as_secs()
-            ),
+            )
+            }
             _ if e.to_string().contains("send http request") => format!(
                 "cannot reach {} (AWS_ENDPOINT_URL): {}",
                 endpoint,

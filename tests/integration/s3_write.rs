@@ -22,13 +22,7 @@ fn venv_tool(name: &str) -> std::path::PathBuf {
 
 /// `aws s3 sync` between `from` and `to` (one of them `s3://...`).
 pub(crate) fn aws_sync(from: &str, to: &str) {
-    let g = garage();
-    let o = Command::new(venv_tool("aws"))
-        .args(["s3", "sync", "--only-show-errors", from, to])
-        .args(["--endpoint-url", &g["AWS_ENDPOINT_URL"]])
-        .envs(g.iter())
-        .output()
-        .unwrap();
+    let o = aws("s3", &["sync", "--only-show-errors", from, to]);
     assert!(o.status.success(), "aws s3 sync: {o:?}");
 }
 
@@ -48,6 +42,25 @@ pub(crate) fn rclone_copy(cwd: &Path, from: &str, to: &str) {
         .output()
         .unwrap();
     assert!(o.status.success(), "rclone copy: {o:?}");
+}
+
+/// `aws COMMAND ARGS` against the test's Garage.
+fn aws(command: &str, args: &[&str]) -> std::process::Output {
+    let g = garage();
+    Command::new(venv_tool("aws"))
+        .arg(command)
+        .args(args)
+        .args(["--endpoint-url", &g["AWS_ENDPOINT_URL"]])
+        .envs(g.iter())
+        .output()
+        .unwrap()
+}
+
+/// `-B -r URL -f Data.fs EXTRA` at `now`.
+fn backup_to(env: &Env, url: &str, now: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["-B", "-r", url, "-f", "Data.fs"];
+    args.extend_from_slice(extra);
+    run_s3(env, &args, &[("REPOZO_TEST_NOW", now)])
 }
 
 /// The files of `dir` by name, `.dat` path fields replaced by `NAME`.
@@ -121,12 +134,7 @@ fn backups_to_a_prefix_are_the_files_of_a_directory_and_zodb_reads_them() {
     }
     // nothing to do: no new object
     let before = files(&env.path("down6"), url);
-    run_s3(
-        &env,
-        &["-B", "-r", url, "-f", "Data.fs"],
-        &[("REPOZO_TEST_NOW", LATE)],
-    )
-    .ok();
+    backup_to(&env, url, LATE, &[]).ok();
     aws_sync(url, env.path("down7").to_str().unwrap());
     assert_eq!(files(&env.path("down7"), url), before);
 }
@@ -165,8 +173,15 @@ fn a_repository_of_zodb_copied_up_with_rclone_is_recovered_and_extended() {
 
 /// A lock object as a run of ours writes it.
 fn lock_object(exclusive: bool, host: &str, pid: u32, time: u64) -> Vec<u8> {
-    format!("repozo-lock 1\nexclusive {exclusive}\nhost {host}\npid {pid}\ntime {time}\n")
-        .into_bytes()
+    // the boot and PID namespace of this test process, which its child
+    // processes share
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let space = format!("{}:{}", boot.trim(), ns.display());
+    format!(
+        "repozo-lock 1\nexclusive {exclusive}\nhost {host}\npid {pid}\ntime {time}\nspace {space}\n"
+    )
+    .into_bytes()
 }
 
 fn now_secs() -> u64 {
@@ -180,12 +195,7 @@ fn now_secs() -> u64 {
 fn lock_objects_keep_a_second_writer_out_and_stale_ones_go() {
     let env = Env::with_db(2221, 6);
     let url = "s3://repozo/write-lock";
-    run_s3(
-        &env,
-        &["-B", "-r", url, "-f", "Data.fs"],
-        &[("REPOZO_TEST_NOW", T1)],
-    )
-    .ok();
+    backup_to(&env, url, T1, &[]).ok();
     env.append(2222, 1);
     let locks = env.path("locks");
     std::fs::create_dir_all(locks.join(".repozo-locks")).unwrap();
@@ -196,21 +206,10 @@ fn lock_objects_keep_a_second_writer_out_and_stale_ones_go() {
         crate::s3::upload(&dir, "write-lock");
     };
     let gone = |name: &str| {
-        let o = Command::new(venv_tool("aws"))
-            .args(["s3", "ls", &format!("{url}/.repozo-locks/{name}")])
-            .args(["--endpoint-url", &garage()["AWS_ENDPOINT_URL"]])
-            .envs(garage().iter())
-            .output()
-            .unwrap();
+        let o = aws("s3", &["ls", &format!("{url}/.repozo-locks/{name}")]);
         o.stdout.is_empty()
     };
-    let backup = |t: &str| {
-        run_s3(
-            &env,
-            &["-B", "-r", url, "-f", "Data.fs"],
-            &[("REPOZO_TEST_NOW", t)],
-        )
-    };
+    let backup = |t: &str| backup_to(&env, url, t, &[]);
     // another host's exclusive lock, fresh: -B and -R are kept out
     put("other-1-aa", lock_object(true, "other-host", 1, now_secs()));
     let e = backup(T2).error("repository locked");
@@ -224,12 +223,7 @@ fn lock_objects_keep_a_second_writer_out_and_stale_ones_go() {
     assert!(!env.exists("x.fs"));
     // -L reads without a lock
     run_s3(&env, &["-L", "-r", url], &[]).ok();
-    run_s3(
-        &env,
-        &["-B", "-r", url, "-f", "Data.fs"],
-        &[("REPOZO_TEST_NOW", T2)],
-    )
-    .fails();
+    backup_to(&env, url, T2, &[]).fails();
     // a shared lock (a recovery elsewhere): recovery goes on, a backup not
     put(
         "other-1-aa",
@@ -254,12 +248,10 @@ fn lock_objects_keep_a_second_writer_out_and_stale_ones_go() {
     backup(T3).ok();
     assert!(gone("dead-aa"));
     // our own locks are gone after each run
-    let o = Command::new(venv_tool("aws"))
-        .args(["s3", "ls", "--recursive", &format!("{url}/.repozo-locks/")])
-        .args(["--endpoint-url", &garage()["AWS_ENDPOINT_URL"]])
-        .envs(garage().iter())
-        .output()
-        .unwrap();
+    let o = aws(
+        "s3",
+        &["ls", "--recursive", &format!("{url}/.repozo-locks/")],
+    );
     assert!(
         o.stdout.is_empty(),
         "{}",
@@ -284,12 +276,7 @@ fn an_increment_no_dat_lists_is_set_aside_in_the_bucket() {
     crate::s3::upload(&env.repo(), "write-orphan");
     let url = "s3://repozo/write-orphan";
     env.append(2233, 1);
-    run_s3(
-        &env,
-        &["-B", "-r", url, "-f", "Data.fs"],
-        &[("REPOZO_TEST_NOW", T3)],
-    )
-    .ok();
+    backup_to(&env, url, T3, &[]).ok();
     aws_sync(url, env.path("down").to_str().unwrap());
     assert!(env.exists(&format!("down/{T2}.deltafs.orphaned")));
     assert!(!env.exists(&format!("down/{T2}.deltafs")));
@@ -301,14 +288,7 @@ fn an_increment_no_dat_lists_is_set_aside_in_the_bucket() {
 
 /// `aws s3api ARGS` against the test's Garage; its stdout.
 fn s3api(args: &[&str]) -> String {
-    let g = garage();
-    let o = Command::new(venv_tool("aws"))
-        .arg("s3api")
-        .args(args)
-        .args(["--endpoint-url", &g["AWS_ENDPOINT_URL"]])
-        .envs(g.iter())
-        .output()
-        .unwrap();
+    let o = aws("s3api", args);
     assert!(o.status.success(), "aws s3api {args:?}: {o:?}");
     String::from_utf8(o.stdout).unwrap()
 }
@@ -317,12 +297,7 @@ fn s3api(args: &[&str]) -> String {
 fn unfinished_uploads_under_the_prefix_are_aborted_by_the_next_backup() {
     let env = Env::with_db(2241, 6);
     let url = "s3://repozo/write-mpu";
-    run_s3(
-        &env,
-        &["-B", "-r", url, "-f", "Data.fs"],
-        &[("REPOZO_TEST_NOW", T1)],
-    )
-    .ok();
+    backup_to(&env, url, T1, &[]).ok();
     // uploads a killed run left: a data file and an .index under the
     // prefix; and one under another prefix, which is not ours to touch
     let ours = [
