@@ -1003,7 +1003,7 @@ fn lock_object(host: &str, pid: u32, age_secs: u64) -> Vec<u8> {
         .unwrap()
         .as_secs();
     format!(
-        "repozo-lock 1\nexclusive true\nhost {host}\npid {pid}\ntime {}\n",
+        "repozo-lock 1\nexclusive true\nhost {host}\npid {pid}\ntime {}\nspace -\n",
         now - age_secs
     )
     .into_bytes()
