@@ -7,6 +7,8 @@
 #                                      a bucket `repozo` and a key; writes DIR/env
 #                                      (AWS_* variables to source) and prints it
 #   scripts/garage.sh stop DIR         stop it
+#   scripts/garage.sh restart DIR      start the node of DIR again (after a stop
+#                                      or a kill): same data, ports and key
 #
 # The server is built without optimizations and without the features the
 # tests do not use (k2v, metrics, lmdb), which takes a fraction of a release
@@ -57,10 +59,6 @@ CONF
     local key secret
     key="GK$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
     secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-    GARAGE_DEFAULT_ACCESS_KEY=$key GARAGE_DEFAULT_SECRET_KEY=$secret GARAGE_DEFAULT_BUCKET=repozo \
-        setsid "$GARAGE" -c "$dir/garage.toml" server --single-node --default-bucket \
-        > "$dir/server.log" 2>&1 < /dev/null &
-    echo $! > "$dir/pid"
     cat > "$dir/env" <<ENV
 export AWS_ENDPOINT_URL=http://127.0.0.1:$s3
 export AWS_REGION=garage
@@ -68,8 +66,21 @@ export AWS_ACCESS_KEY_ID=$key
 export AWS_SECRET_ACCESS_KEY=$secret
 export REPOZO_S3_BUCKET=repozo
 ENV
+    serve "$dir"
+}
+
+# run the node of DIR (its garage.toml and env) and wait until it answers
+serve() {
+    local dir=$1 s3 key secret
+    s3=$(sed -n 's/^api_bind_addr = "127.0.0.1:\([0-9]*\)"/\1/p' "$dir/garage.toml")
+    key=$(sed -n 's/^export AWS_ACCESS_KEY_ID=//p' "$dir/env")
+    secret=$(sed -n 's/^export AWS_SECRET_ACCESS_KEY=//p' "$dir/env")
+    GARAGE_DEFAULT_ACCESS_KEY=$key GARAGE_DEFAULT_SECRET_KEY=$secret GARAGE_DEFAULT_BUCKET=repozo \
+        setsid "$GARAGE" -c "$dir/garage.toml" server --single-node --default-bucket \
+        > "$dir/server.log" 2>&1 < /dev/null &
+    echo $! > "$dir/pid"
     # ready when the default bucket answers
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         if grep -q "S3 API server listening" "$dir/server.log" 2>/dev/null &&
             python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1)" "$s3" 2>/dev/null; then
             cat "$dir/env"
@@ -80,6 +91,14 @@ ENV
     echo "garage did not start: $dir/server.log" >&2
     tail -20 "$dir/server.log" >&2
     return 1
+}
+
+restart() {
+    local dir
+    dir=$(cd "$1" && pwd)
+    [ -f "$dir/garage.toml" ] || { echo "no garage.toml in $dir" >&2; return 1; }
+    install
+    serve "$dir"
 }
 
 stop() {
@@ -94,5 +113,6 @@ case "${1:-}" in
 install) install; echo "$GARAGE" ;;
 start) start "$2" ;;
 stop) stop "$2" ;;
-*) echo "usage: scripts/garage.sh install|start DIR|stop DIR" >&2; exit 2 ;;
+restart) restart "$2" ;;
+*) echo "usage: scripts/garage.sh install|start DIR|stop DIR|restart DIR" >&2; exit 2 ;;
 esac

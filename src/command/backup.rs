@@ -891,7 +891,15 @@ fn write_objects(
                     Error::Remote(format!("write {}: {e}", r.url_of(&data_name)))
                 }
             })?;
-            copied.file.finish()?;
+            if let Err(e) = copied.file.finish() {
+                // the completion may have happened with its answer lost
+                // (a dropped connection; the retry is then told
+                // "NoSuchUpload"): the object can be there, whole, under
+                // a name that is ours
+                repo.changed();
+                repo.roll_back(&[&new.data], log);
+                return Err(e);
+            }
             repo.changed();
             Ok(Written {
                 md5: md5::hex(&md5.finalize()),

@@ -36,6 +36,7 @@ mod review_round2;
 mod review_s3;
 mod review_s3_modes;
 mod s3;
+mod s3_faults;
 mod s3_read;
 mod s3_write;
 mod source;

@@ -47,6 +47,19 @@ give exactly the blobs ZODB read from the source at that state (``blobtool
 dump``), or, when a file of the chain was made without ``--blob-dir`` (by
 ZODB's repozo or without the option), fail with "has no blob list".
 
+Object-storage mode (``--s3 s3://BUCKET/PREFIX``, with the AWS_* variables
+of the store; tests/integration/montecarlo.rs runs it against Garage): our
+binary backs up to, verifies and recovers from the prefix; ZODB's repozo
+works on a mirror of it in the work directory, which is synced down
+(changed objects by ETag; objects gone removed) after each run of ours and
+synced up after each backup of ZODB's (as ``aws s3 sync`` would), so both
+tools extend the same chains and every check of the model (the files, the
+exact ``.dat`` lines, nothing left over: a lock object left behind shows as
+``.repozo-locks``) runs on what the prefix holds. The ``.dat`` lines of our
+backups name the objects by their ``s3://`` URL (ZODB's repozo uses only
+the base name). Blob mode too: the blob store is under ``blobs/`` of the
+prefix (and of the mirror, where ZODB's repozo ignores it).
+
 At the end every saved state is recovered at its date and compared with
 the copy saved at the time (a bounded sample of copies is kept; the other
 states are compared by size and md5; a sample of the states whose
@@ -301,6 +314,102 @@ class Tools:
 
 
 # ---------------------------------------------------------------------------
+# Object storage: a local mirror of a prefix
+
+class S3Mirror:
+    """The objects under s3://BUCKET/PREFIX/ and a local directory kept
+    equal to them: pull() after our tool wrote, push() after ZODB's repozo
+    wrote. The client is the botocore that awscli (tests/py/requirements.txt)
+    ships."""
+
+    def __init__(self, url, local):
+        import awscli.clidriver  # noqa: F401 - puts its botocore on the path
+        import botocore.config
+        import botocore.session
+        rest = url[len('s3://'):]
+        self.bucket, _, prefix = rest.partition('/')
+        self.prefix = prefix.strip('/') + '/'
+        self.url = url.rstrip('/')
+        self.local = local
+        env = os.environ
+        self.client = botocore.session.get_session().create_client(
+            's3', endpoint_url=env['AWS_ENDPOINT_URL'],
+            region_name=env.get('AWS_REGION', 'us-east-1'),
+            aws_access_key_id=env['AWS_ACCESS_KEY_ID'],
+            aws_secret_access_key=env['AWS_SECRET_ACCESS_KEY'],
+            config=botocore.config.Config(s3={'addressing_style': 'path'}))
+        self.known = {}  # relative name -> (ETag, md5 of the bytes)
+        # a prefix left by an earlier run of the seed: start empty
+        for name in self.listing():
+            self.client.delete_object(Bucket=self.bucket,
+                                      Key=self.prefix + name)
+
+    def listing(self):
+        out = {}
+        token = None
+        while True:
+            kw = {'Bucket': self.bucket, 'Prefix': self.prefix}
+            if token:
+                kw['ContinuationToken'] = token
+            r = self.client.list_objects_v2(**kw)
+            for o in r.get('Contents', []):
+                out[o['Key'][len(self.prefix):]] = o['ETag']
+            if not r.get('IsTruncated'):
+                return out
+            token = r['NextContinuationToken']
+
+    def pull(self):
+        """Make the mirror what the prefix holds."""
+        remote = self.listing()
+        for name, etag in remote.items():
+            if self.known.get(name, (None,))[0] == etag:
+                continue
+            body = self.client.get_object(
+                Bucket=self.bucket, Key=self.prefix + name)['Body'].read()
+            path = os.path.join(self.local, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'wb') as f:
+                f.write(body)
+            self.known[name] = (etag, md5(body))
+        for name in set(self.known) - set(remote):
+            del self.known[name]
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.local, name))
+        for name in self.local_files():
+            if name not in remote:
+                os.remove(os.path.join(self.local, name))
+        self.prune_dirs()
+
+    def local_files(self):
+        out = []
+        for d, _dirs, files in os.walk(self.local):
+            for f in files:
+                out.append(os.path.relpath(os.path.join(d, f), self.local))
+        return out
+
+    def prune_dirs(self):
+        for d, _dirs, _files in sorted(os.walk(self.local), reverse=True):
+            if d != self.local and not os.listdir(d):
+                os.rmdir(d)
+
+    def push(self):
+        """Make the prefix what the mirror holds (ZODB's repozo wrote)."""
+        files = self.local_files()
+        for name in files:
+            with open(os.path.join(self.local, name), 'rb') as f:
+                body = f.read()
+            if self.known.get(name, (None, None))[1] == md5(body):
+                continue
+            r = self.client.put_object(Bucket=self.bucket,
+                                       Key=self.prefix + name, Body=body)
+            self.known[name] = (r['ETag'], md5(body))
+        for name in set(self.known) - set(files):
+            self.client.delete_object(Bucket=self.bucket,
+                                      Key=self.prefix + name)
+            del self.known[name]
+
+
+# ---------------------------------------------------------------------------
 # The source database
 
 class Source:
@@ -437,7 +546,7 @@ def check_index(out_path, want_pos, want_index=None):
 class MonteCarlo:
 
     def __init__(self, seed, steps, binary, workdir, verbose=False,
-                 blobs='auto', prune='auto'):
+                 blobs='auto', prune='auto', s3=None):
         self.seed = seed
         # Blob mode (half the seeds): the database has a blob directory,
         # blob transactions, packs and undos change it, our backups and
@@ -462,6 +571,8 @@ class MonteCarlo:
         if self.blob_mode:
             self.src.blob_dir = os.path.join(workdir, 'src', 'blobs')
         self.tools = Tools(binary, workdir)
+        # object-storage mode: our tool on the prefix, ZODB's on the mirror
+        self.s3 = S3Mirror(s3, self.repo) if s3 else None
         # --prune-index: a per-run probability for our backups, from its
         # own generator (a run without it is what it was)
         self.prng = random.Random('prune-%d' % seed)
@@ -509,9 +620,22 @@ class MonteCarlo:
         head = self.states[-1].head
         return [s for s in self.states if s.head == head]
 
-    def dat_line(self, name, start, end, digest):
-        return '%s %d %d %s\n' % (os.path.join(self.repo, name), start, end,
-                                  digest)
+    def repo_of(self, tool):
+        """The -r of TOOL: the prefix for ours in object-storage mode."""
+        if self.s3 and tool == 'ours':
+            return self.s3.url
+        return self.repo
+
+    def ours(self, argv, now, stdout_path=None):
+        """Our binary; in object-storage mode the mirror is synced after."""
+        res = self.tools.ours(argv, now, stdout_path)
+        if self.s3:
+            self.s3.pull()
+        return res
+
+    def dat_line(self, name, start, end, digest, tool='ours'):
+        return '%s %d %d %s\n' % (os.path.join(self.repo_of(tool), name),
+                                  start, end, digest)
 
     def repo_size(self):
         return sum(os.path.getsize(os.path.join(self.repo, n))
@@ -700,7 +824,8 @@ class MonteCarlo:
             stamp = self.now
         now = fmt(self.now)
 
-        argv = spell(rng, 'B', flags, {'r': self.repo, 'f': self.src.path})
+        argv = spell(rng, 'B', flags, {'r': self.repo_of(tool),
+                                       'f': self.src.path})
         if with_blobs:
             argv += ['--blob-dir', self.src.blob_dir]
             self.stats['blob backups'] += 1
@@ -713,9 +838,11 @@ class MonteCarlo:
             self.stats['prune'] += 1
         before = set(os.listdir(self.repo))
         if tool == 'ours':
-            res = self.tools.ours(argv, now)
+            res = self.ours(argv, now)
         else:
             res = self.tools.zodb(argv, now)
+            if self.s3:
+                self.s3.push()
         self.stats[tool] += 1
         self.note('%s %s at %s:' % (tool, ' '.join(argv).replace(
             self.repo, 'REPO').replace(self.src.path, 'SRC'), now))
@@ -750,7 +877,8 @@ class MonteCarlo:
             st.head = name if want == 'full' else chain[0].head
             st.blob_list = with_blobs
             st.blob_dump = self.blob_now
-            line = self.dat_line(name, start, self.committed, st.range_md5)
+            line = self.dat_line(name, start, self.committed, st.range_md5,
+                                 tool)
             if want == 'full':
                 self.dats[name] = line
                 if 'k' in flags:
@@ -838,8 +966,8 @@ class MonteCarlo:
         flags = ['Q'] if rng.random() < 0.3 else []
         if rng.random() < 0.2:
             flags.append('v')
-        argv = spell(rng, 'V', flags, {'r': self.repo})
-        res = self.tools.ours(argv, LATE)
+        argv = spell(rng, 'V', flags, {'r': self.repo_of('ours')})
+        res = self.ours(argv, LATE)
         chain = self.chain()
         mixed = (any(s.blob_list for s in chain)
                  and not all(s.blob_list for s in chain))
@@ -872,7 +1000,7 @@ class MonteCarlo:
         to_stdout = tool == 'ours' and rng.random() < 0.3
         out = os.path.join(self.outdir, rng.choice(['Recovered.fs',
                                                     'Other.fs']))
-        values = {'r': self.repo}
+        values = {'r': self.repo_of(tool)}
         if date is not None:
             values['D'] = date
         if not to_stdout:
@@ -894,7 +1022,7 @@ class MonteCarlo:
         if tool == 'ours':
             stdout_path = os.path.join(self.outdir, 'stdout.fs') \
                 if to_stdout else None
-            res = self.tools.ours(argv, LATE, stdout_path)
+            res = self.ours(argv, LATE, stdout_path)
             got_path = stdout_path or out
         else:
             res = self.tools.zodb(argv, LATE)
@@ -1106,6 +1234,10 @@ def main(argv=None):
     p.add_argument('--blobs', choices=['auto', 'on', 'off'], default='auto',
                    help='a blob directory: on, off, or for half the seeds '
                    '(auto, the default)')
+    p.add_argument('--s3', default=None, metavar='s3://BUCKET/PREFIX',
+                   help='object-storage mode: our tool works on this '
+                   'prefix (AWS_* variables of the store), ZODB\'s repozo '
+                   'on a mirror of it')
     p.add_argument('--prune', choices=['auto', 'on', 'off'], default='auto',
                    help='our backups add --prune-index: with probability '
                    '0.6 (on), never (off), or for two seeds in three with '
@@ -1125,7 +1257,7 @@ def main(argv=None):
                                dir=args.workdir)
     started = time.time()
     mc = MonteCarlo(seed, args.steps, binary, workdir, args.verbose,
-                    args.blobs, args.prune)
+                    args.blobs, args.prune, args.s3)
     passed, failed, replay_steps = mc.run(sys.stdout)
     elapsed = time.time() - started
     st = mc.stats
@@ -1158,6 +1290,8 @@ def main(argv=None):
             cmd += ' --bin %s' % args.bin
         if args.prune != 'auto':
             cmd += ' --prune %s' % args.prune
+        if args.s3:
+            cmd += ' --s3 %s' % args.s3
         print('work dir: %s' % workdir)
         print('replay: %s' % cmd, flush=True)
         return 1
