@@ -35,6 +35,7 @@ mod review_recover;
 mod review_round2;
 mod review_s3;
 mod review_s3_modes;
+mod review_s3_round2;
 mod s3;
 mod s3_faults;
 mod s3_read;

@@ -45,7 +45,7 @@ pub(crate) fn rclone_copy(cwd: &Path, from: &str, to: &str) {
 }
 
 /// `aws COMMAND ARGS` against the test's Garage.
-fn aws(command: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn aws(command: &str, args: &[&str]) -> std::process::Output {
     let g = garage();
     Command::new(venv_tool("aws"))
         .arg(command)
@@ -57,7 +57,7 @@ fn aws(command: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// `-B -r URL -f Data.fs EXTRA` at `now`.
-fn backup_to(env: &Env, url: &str, now: &str, extra: &[&str]) -> Output {
+pub(crate) fn backup_to(env: &Env, url: &str, now: &str, extra: &[&str]) -> Output {
     let mut args = vec!["-B", "-r", url, "-f", "Data.fs"];
     args.extend_from_slice(extra);
     run_s3(env, &args, &[("REPOZO_TEST_NOW", now)])
@@ -172,7 +172,7 @@ fn a_repository_of_zodb_copied_up_with_rclone_is_recovered_and_extended() {
 }
 
 /// A lock object as a run of ours writes it.
-fn lock_object(exclusive: bool, host: &str, pid: u32, time: u64) -> Vec<u8> {
+pub(crate) fn lock_object(exclusive: bool, host: &str, pid: u32, time: u64) -> Vec<u8> {
     // the boot and PID namespace of this test process, which its child
     // processes share
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
@@ -184,7 +184,7 @@ fn lock_object(exclusive: bool, host: &str, pid: u32, time: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -287,7 +287,7 @@ fn an_increment_no_dat_lists_is_set_aside_in_the_bucket() {
 }
 
 /// `aws s3api ARGS` against the test's Garage; its stdout.
-fn s3api(args: &[&str]) -> String {
+pub(crate) fn s3api(args: &[&str]) -> String {
     let o = aws("s3api", args);
     assert!(o.status.success(), "aws s3api {args:?}: {o:?}");
     String::from_utf8(o.stdout).unwrap()
