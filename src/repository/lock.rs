@@ -105,11 +105,11 @@ impl LockInfo {
     }
 
     /// Whether the run holding it is surely gone: not rewritten for
-    /// [`STALE`], or its process is gone on this host, in this boot and
-    /// PID namespace (`space`; a container sharing the host's name has
-    /// pids of its own).
-    fn is_stale(&self, now: u64, host: &str, space: &str) -> bool {
-        if now.saturating_sub(self.time) > STALE {
+    /// [`STALE`] (`age`, in seconds), or its process is gone on this
+    /// host, in this boot and PID namespace (`space`; a container sharing
+    /// the host's name has pids of its own).
+    fn is_stale(&self, age: u64, host: &str, space: &str) -> bool {
+        if age > stale() {
             return true;
         }
         // SAFETY: kill with signal 0 only checks that the process exists.
@@ -233,11 +233,18 @@ impl Repository {
 impl Repository {
     /// The lock objects that conflict with a lock `exclusive` or not,
     /// other than `ours`, by name; stale ones are removed on the way.
-    fn conflicting_locks(&self, exclusive: bool, ours: &str, log: &Log) -> Result<Vec<String>> {
+    /// `now` is the store's time (that of our own lock, just written;
+    /// `None` when the store does not say: this host's clock).
+    fn conflicting_locks(
+        &self,
+        exclusive: bool,
+        ours: &str,
+        now: Option<u64>,
+        log: &Log,
+    ) -> Result<Vec<String>> {
         let r = self.remote().expect("an object-storage repository");
         let host = hostname();
         let space = pid_space();
-        let now = unix_now();
         let mut out = Vec::new();
         for name in r.list_under(LOCKS)?.into_keys() {
             if name == ours {
@@ -252,13 +259,18 @@ impl Repository {
                 out.push(format!("{}, not a lock of ours", r.url_of(&name)));
                 continue;
             };
-            if info.is_stale(now, &host, &space) {
+            // its age by the store's clock when both times are the
+            // store's, else by the writer's and ours
+            let age = match (now, r.modified(&name)?) {
+                (Some(now), Some(then)) => now.saturating_sub(then),
+                _ => unix_now().saturating_sub(info.time),
+            };
+            if info.is_stale(age, &host, &space) {
                 log.note(format_args!(
-                    "removing the stale lock {} (host {}, pid {}, written {} s ago)",
+                    "removing the stale lock {} (host {}, pid {}, written {age} s ago)",
                     r.url_of(&name),
                     info.host,
                     info.pid,
-                    now.saturating_sub(info.time)
                 ));
                 let _ = r.delete(&name);
                 continue;
@@ -274,8 +286,8 @@ impl Repository {
                     r.url_of(&name),
                     info.pid,
                     info.host,
-                    now.saturating_sub(info.time),
-                    STALE
+                    age,
+                    stale()
                 ));
             }
         }
@@ -302,10 +314,6 @@ impl Repository {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        let conflicts = self.conflicting_locks(exclusive, &name, log)?;
-        if !conflicts.is_empty() {
-            return Err(locked(conflicts));
-        }
         let space = pid_space();
         let info = move |time| LockInfo {
             exclusive,
@@ -329,9 +337,14 @@ impl Repository {
             }
             Err(e) => return Err(e),
         }
+        // the locks are judged after ours is written, by the store's clock
+        // (its time of our lock is its now; clocks of hosts may differ):
         // a run that wrote its lock at the same time sees ours, as we see
         // its: both give up, never both go on
-        let conflicts = match self.conflicting_locks(exclusive, &name, log) {
+        let conflicts = match r
+            .modified(&name)
+            .and_then(|now| self.conflicting_locks(exclusive, &name, now, log))
+        {
             Ok(c) => c,
             Err(e) => {
                 let _ = r.delete(&name);
@@ -368,6 +381,15 @@ impl Repository {
             }),
         })
     }
+}
+
+/// [`STALE`], or `REPOZO_TEST_LOCK_STALE` (seconds; testing hook: a
+/// lock object's age comes from the store, which cannot be backdated).
+fn stale() -> u64 {
+    std::env::var("REPOZO_TEST_LOCK_STALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(STALE)
 }
 
 /// Testing hook: `REPOZO_TEST_LOCK_REFRESH` (seconds) replaces [`REFRESH`].
@@ -421,8 +443,8 @@ mod tests {
         )
         .unwrap();
         assert!(!l.exclusive);
-        assert!(!l.is_stale(1000 + STALE, "me", "b:pid:[1]"));
-        assert!(l.is_stale(1001 + STALE, "me", "b:pid:[1]"));
+        assert!(!l.is_stale(STALE, "me", "b:pid:[1]"));
+        assert!(l.is_stale(1 + STALE, "me", "b:pid:[1]"));
         // a process of this host that is gone
         let gone = LockInfo {
             exclusive: true,
@@ -431,10 +453,10 @@ mod tests {
             time: 1000,
             space: pid_space(),
         };
-        assert!(gone.is_stale(1000, "me", &pid_space()));
-        assert!(!gone.is_stale(1000, "another host", &pid_space()));
-        assert!(!gone.is_stale(1000, "me", "another boot:pid:[2]"));
-        assert!(!gone.is_stale(1000, "me", "-"));
+        assert!(gone.is_stale(0, "me", &pid_space()));
+        assert!(!gone.is_stale(0, "another host", &pid_space()));
+        assert!(!gone.is_stale(0, "me", "another boot:pid:[2]"));
+        assert!(!gone.is_stale(0, "me", "-"));
         assert!(LockInfo::parse(b"repozo-lock 1\nexclusive true\n").is_none());
     }
 }

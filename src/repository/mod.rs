@@ -231,6 +231,9 @@ impl Repository {
     /// symbolic link); `None` when there is none.
     pub fn file_len(&self, path: &Path) -> std::io::Result<Option<u64>> {
         if self.is_remote() {
+            // a listing that fails is an error, not "no such object"
+            self.remote_listing()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             return Ok(self.name_in(path).and_then(|n| self.size_of(n)));
         }
         match std::fs::symlink_metadata(path) {
@@ -241,7 +244,8 @@ impl Repository {
     }
 
     /// Remove the repository's file at `path` (an error `NotFound` when
-    /// there is none, as for a file).
+    /// there is none, as for a file; on object storage, when the listing
+    /// did not show it, after removing it all the same).
     pub fn remove_file(&self, path: &Path) -> std::io::Result<()> {
         let Some(r) = self.remote() else {
             return std::fs::remove_file(path);
@@ -249,14 +253,17 @@ impl Repository {
         let name = self
             .name_in(path)
             .ok_or_else(|| std::io::Error::other("not in the repository"))?;
-        if self.size_of(name).is_none() {
-            return Err(std::io::ErrorKind::NotFound.into());
-        }
+        // removed whether or not the listing (made before, or failed)
+        // shows it: removing a missing object is no error in S3
+        let listed = self.size_of(name).is_some();
         let r = r
             .delete(name)
             .map_err(|e| std::io::Error::other(e.to_string()));
         self.changed();
-        r
+        match r {
+            Ok(()) if !listed => Err(std::io::ErrorKind::NotFound.into()),
+            r => r,
+        }
     }
 
     /// Make the renames and removals in the directory durable (nothing to

@@ -251,14 +251,20 @@ impl Repository {
             _ => original.clone(),
         };
         bytes.extend_from_slice(line);
-        let result = self.put_checked(&name, &bytes);
-        if result.is_err() {
-            let intact = || matches!(self.read_small(&name), Ok(Some(b)) if b == original);
-            if intact() || (self.put_checked(&name, &original).is_ok() && intact()) {
-                self.roll_back(&[&new.data, &new.index, &new.blobs], log);
-            }
+        let Err(e) = self.put_checked(&name, &bytes) else {
+            return Ok(());
+        };
+        let intact = || matches!(self.read_small(&name), Ok(Some(b)) if b == original);
+        if intact() || (self.put_checked(&name, &original).is_ok() && intact()) {
+            self.roll_back(&[&new.data, &new.index, &new.blobs], log);
+            return Err(e);
         }
-        result
+        // the old .dat could not be put back: the backup's files stay, as
+        // the new .dat may be the one there
+        Err(Error::Remote(format!(
+            "{e}; the backup may or may not be committed (the .dat could not be read \
+             back): run -V when the store answers again"
+        )))
     }
 }
 

@@ -185,29 +185,32 @@ impl Remote {
         // have an operator whose reads and writes may take STREAM_FACTOR
         // times the timeout, a stall being caught by the client's read
         // timeout above
-        let operator = |io: std::time::Duration, read_timeout: bool| -> Result<Operator> {
-            let ctx =
-                opendal::OperationContext::new().with_http_transport(transport(read_timeout)?);
-            Ok(Operator::new(builder())
-                .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
-                .layer(
-                    TimeoutLayer::new()
-                        .with_timeout(timeout())
-                        .with_io_timeout(io),
-                )
-                .layer(
-                    opendal::layers::RetryLayer::new()
-                        .with_jitter()
-                        .with_max_times(RETRIES)
-                        .with_min_delay(std::time::Duration::from_millis(200))
-                        .with_max_delay(std::time::Duration::from_secs(5)),
-                )
-                .with_context(ctx))
-        };
+        let operator =
+            |io: std::time::Duration, read_timeout: bool, retries: usize| -> Result<Operator> {
+                let ctx =
+                    opendal::OperationContext::new().with_http_transport(transport(read_timeout)?);
+                Ok(Operator::new(builder())
+                    .map_err(|e| Error::Remote(format!("cannot use {url}: {}", short(&e))))?
+                    .layer(
+                        TimeoutLayer::new()
+                            .with_timeout(timeout())
+                            .with_io_timeout(io),
+                    )
+                    .layer(
+                        opendal::layers::RetryLayer::new()
+                            .with_jitter()
+                            .with_max_times(retries)
+                            .with_min_delay(std::time::Duration::from_millis(200))
+                            .with_max_delay(std::time::Duration::from_secs(5)),
+                    )
+                    .with_context(ctx))
+            };
         let http = transport(true)?;
-        let op = operator(timeout(), true)?;
-        let reads = operator(timeout() * STREAM_FACTOR, true)?;
-        let writes = operator(timeout() * STREAM_FACTOR, false)?;
+        let op = operator(timeout(), true, RETRIES)?;
+        let reads = operator(timeout() * STREAM_FACTOR, true, RETRIES)?;
+        // the parts in flight of an upload share its retries (a failed
+        // part is sent again at once, without backoff): twice as many
+        let writes = operator(timeout() * STREAM_FACTOR, false, RETRIES * 2)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -496,6 +499,22 @@ impl Remote {
         Ok(body)
     }
 
+    /// When the store last wrote the object `name`, in seconds since the
+    /// epoch by the store's clock; `None` when there is none or the store
+    /// does not say.
+    pub fn modified(&self, name: &str) -> Result<Option<u64>> {
+        match self.rt.block_on(async { self.op.stat(name).await }) {
+            Ok(m) => Ok(m.last_modified().and_then(|t| {
+                std::time::SystemTime::from(t)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(&format!("stat {name} of"), e)),
+        }
+    }
+
     /// The object's `s3://` URL, for messages.
     pub fn url_of(&self, name: &str) -> String {
         format!("{}/{name}", self.url.trim_end_matches('/'))
@@ -706,7 +725,13 @@ impl std::io::Write for ObjectWriter<'_> {
 impl Drop for ObjectWriter<'_> {
     fn drop(&mut self) {
         if let Some(mut w) = self.w.take() {
-            let _ = self.remote.rt.block_on(async { w.abort().await });
+            // best effort, within one timeout (a store that is gone is not
+            // waited for through every retry): the next backup aborts
+            // what is left
+            let _ = self
+                .remote
+                .rt
+                .block_on(async { tokio::time::timeout(timeout(), w.abort()).await });
         }
     }
 }

@@ -432,7 +432,8 @@ impl Repository {
                 1 => format!("{name}.orphaned"),
                 _ => format!("{name}.{n}.orphaned"),
             };
-            if self.size_of(&to).is_some() {
+            // asked of the store now, not of a listing that may be old
+            if r.stat(&to)?.is_some() {
                 continue;
             }
             r.copy(&name, &to)?;

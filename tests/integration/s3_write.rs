@@ -231,12 +231,12 @@ fn lock_objects_keep_a_second_writer_out_and_stale_ones_go() {
     );
     run_s3(&env, &["-R", "-r", url, "-o", "x.fs"], &[]).ok();
     backup(T2).error("locked");
-    // stale: not rewritten for more than 30 minutes
-    put(
-        "other-1-aa",
-        lock_object(true, "other-host", 1, now_secs() - 31 * 60),
-    );
-    backup(T2).ok();
+    // stale: not rewritten for longer than the stale time, by the store's
+    // clock (30 minutes; 2 s here, REPOZO_TEST_LOCK_STALE)
+    put("other-1-aa", lock_object(true, "other-host", 1, now_secs()));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let stale = [("REPOZO_TEST_NOW", T2), ("REPOZO_TEST_LOCK_STALE", "2")];
+    run_s3(&env, &["-B", "-r", url, "-f", "Data.fs"], &stale).ok();
     assert!(gone("other-1-aa"), "the stale lock was removed");
     // stale: a process of this host that is gone
     env.append(2223, 1);
