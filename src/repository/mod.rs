@@ -1,23 +1,26 @@
 //! The repository: the one place that knows where backup files live.
 //! Commands ask a [`Repository`] for its files and chains and hand it new
-//! files to publish; a local directory is its only kind today, and the
-//! seam where another kind of storage will plug in.
+//! files to publish; it is a local directory or a prefix of a bucket on
+//! S3-compatible object storage ([`remote`]), and the commands do not
+//! tell the two apart but where a stream goes (a temporary file renamed
+//! into place, or a multipart upload completed).
 //!
 //! Writing and removing go through its methods: new files come from
 //! [`Repository::new_file`] and are published by [`publish`], whole chains
-//! go by [`retention`]. Reading goes by the paths it hands out (a
-//! [`chains::DataFile`]'s path, [`Repository::index_path`]): a local
-//! directory's files are read in place, with the kernel's copy.
+//! go by [`retention`]. Reading goes through [`Repository::open_data`],
+//! [`Repository::hash_data`] and [`Repository::read_small`]: a local
+//! directory's files are read in place (with the kernel's copy where the
+//! commands copy a plain file), objects as streamed ranges.
 //!
 //! - [`chains`]: listing the files and grouping them into chains (which
 //!   chain recovers a date, which files no chain lists).
 //! - [`publish`]: new files in, in an order that keeps every earlier
 //!   state recoverable.
 //! - [`retention`]: `--keep`, `--kill-old-on-full`, orphans, temporaries.
-//! - [`lock`]: one writer, or many readers.
+//! - [`lock`]: one writer, or many readers (`flock`, or lock objects).
 //! - [`sums`]: the cache of fast checksums of backup files.
-//! - [`remote`]: a repository on S3-compatible object storage (`-L` only
-//!   in this version: listing and reading small files).
+//! - [`blobs`]: the blob store and blob lists.
+//! - [`remote`]: the S3 client of an object-storage repository.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
