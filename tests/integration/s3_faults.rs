@@ -871,7 +871,14 @@ fn s3_server_killed_or_restarted_mid_backup_and_mid_recovery() {
         o.stderr_str().trim()
     );
     failed_cleanly(&o, 1);
-    assert!(took < Duration::from_secs(60), "{took:?}\n{}", o.describe());
+    // bounded, never a hang: 8 tries of a streamed upload with backoff
+    // (about 25 s), the abort, the roll back and the lock's removal, on
+    // a loaded machine
+    assert!(
+        took < Duration::from_secs(150),
+        "{took:?}\n{}",
+        o.describe()
+    );
     store.restart();
     let left = with_stamp(&store, "killed", T2);
     assert!(left.is_empty(), "the killed backup left {left:?}");
@@ -964,7 +971,7 @@ fn s3_server_killed_or_restarted_mid_backup_and_mid_recovery() {
             "recovery {recovery:?}; killed after {at:?}: exit {:?}",
             o.code()
         );
-        assert!(killed.elapsed() < Duration::from_secs(60));
+        assert!(killed.elapsed() < Duration::from_secs(150));
         if o.status.success() {
             // it was done before the kill
             assert_bytes(&env.read("out.fs"), &s1, "recovered before the kill");
