@@ -356,6 +356,10 @@ impl Repository {
             return Err(locked(conflicts));
         }
         log.note(format_args!("locked with {}", r.url_of(&name)));
+        if exclusive {
+            let c = self.remote.as_ref().expect("remote");
+            *c.held.lock().expect("no panic while held") = Some(name.clone());
+        }
         // what was listed before the lock may have changed since: listed
         // again when next needed
         self.changed();
@@ -369,6 +373,11 @@ impl Repository {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(refresh)
             {
+                // a lock another run removed (as stale) is not put back:
+                // the commit sees it is gone (Repository::check_lock)
+                if matches!(r.stat(&name), Ok(None)) {
+                    break;
+                }
                 let _ = r.write_small(&name, &info(unix_now()).to_bytes());
             }
             let _ = r.delete(&name);
@@ -380,6 +389,30 @@ impl Repository {
                 thread: Some(thread),
             }),
         })
+    }
+}
+
+impl Repository {
+    /// Before a commit on object storage: an error when the exclusive lock
+    /// this run took is gone (another run removed it as stale: this run
+    /// was cut off, or stopped, for longer than the stale time), so that
+    /// two runs never both commit.
+    pub fn check_lock(&self) -> Result<()> {
+        let Some(c) = self.remote.as_deref() else {
+            return Ok(());
+        };
+        let held = c.held.lock().expect("no panic while held").clone();
+        let Some(name) = held else {
+            return Ok(());
+        };
+        match c.remote.stat(&name)? {
+            Some(_) => Ok(()),
+            None => Err(Error::Remote(format!(
+                "the repository lock {} was removed (taken for stale by another run?): \
+                 not committing this backup; the next backup cleans up",
+                c.remote.url_of(&name)
+            ))),
+        }
     }
 }
 

@@ -57,6 +57,8 @@ struct Connected {
     objects: Mutex<Option<Arc<Objects>>>,
     /// The objects under the blob store.
     blobs: Mutex<Option<Arc<Objects>>>,
+    /// The lock object of the exclusive lock this run holds, if any.
+    held: Mutex<Option<String>>,
 }
 
 /// Object names (relative to the prefix) and their sizes.
@@ -76,6 +78,7 @@ impl Repository {
                         remote,
                         objects: Mutex::new(Some(Arc::new(objects))),
                         blobs: Mutex::new(None),
+                        held: Mutex::new(None),
                     })),
                 })
             }

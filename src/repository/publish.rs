@@ -108,7 +108,8 @@ impl Repository {
         let dat = self.path(&name.dat_name());
         if self.is_remote() {
             return self
-                .put_checked(&name.dat_name(), line)
+                .check_lock()
+                .and_then(|()| self.put_checked(&name.dat_name(), line))
                 .inspect_err(|_| self.roll_back(&[&dat, &new.data, &new.index, &new.blobs], log));
         }
         durable::write_file(self.dir(), &dat, line).inspect_err(|_| {
@@ -228,6 +229,10 @@ impl Repository {
     ) -> Result<()> {
         let dat = self.dat_path(head);
         let name = head.name.dat_name();
+        if let Err(e) = self.check_lock() {
+            self.roll_back(&[&new.data, &new.index, &new.blobs], log);
+            return Err(e);
+        }
         let original = match self.read_small(&name) {
             Ok(Some(o)) => o,
             Ok(None) => {

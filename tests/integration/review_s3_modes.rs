@@ -297,3 +297,49 @@ fn s3_a_live_lock_from_another_pid_namespace_is_not_stale() {
         b.describe()
     );
 }
+
+/// A backup whose lock object was removed while it ran (another run took
+/// it for stale: this one was cut off or stopped for longer than the
+/// stale time) must not commit: the other run may be writing. (Was: it
+/// committed, and its refresh would have written the lock back.)
+#[test]
+fn s3_a_backup_that_lost_its_lock_does_not_commit() {
+    let env = Env::with_db(3141, 6);
+    let prefix = "review-modes-lost-lock";
+    let url = format!("s3://repozo/{prefix}");
+    run_s3(
+        &env,
+        &["-B", "-r", &url, "-f", "Data.fs"],
+        &[("REPOZO_TEST_NOW", T1)],
+    )
+    .ok();
+    env.append(3142, 2);
+    // held when it starts uploading its increment, after it took its lock
+    let p = proxy("2026-11-20-02-30-15.deltafs");
+    let a = spawn_s3(&env, &["-B", "-r", &url, "-f", "Data.fs"], T3, &p.url);
+    p.paused
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the backup starts its upload");
+    let g = garage();
+    let o = std::process::Command::new(python().parent().unwrap().join("aws"))
+        .args(["s3", "rm", "--recursive", &format!("{url}/.repozo-locks/")])
+        .args(["--endpoint-url", &g["AWS_ENDPOINT_URL"]])
+        .envs(g.iter())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    p.resume.send(()).unwrap();
+    let a = a.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(
+        !a.status.success() && err.contains("lock") && err.lines().count() == 1,
+        "{}",
+        describe(&a)
+    );
+    // nothing of it stays; the chain recovers as it was
+    aws_sync(&url, env.path("down").to_str().unwrap());
+    assert!(!env.exists(&format!("down/{T3}.deltafs")));
+    let dat = env.read(&format!("down/{T1}.dat"));
+    assert_eq!(String::from_utf8_lossy(&dat).lines().count(), 1);
+    run_s3(&env, &["-V", "-r", &url], &[]).ok();
+}
