@@ -10,15 +10,18 @@
 //!
 //! On object storage (which has no `flock`, and Garage no conditional
 //! write), restic's protocol: a run writes a lock object
-//! `.repozo-locks/HOST-PID-RANDOM` (exclusive or not, host, pid, time)
-//! after finding no lock that conflicts with it, then lists the locks
-//! again and gives up (removing its own) if one that conflicts appeared
-//! meanwhile: of two runs starting together both may give up, never both
-//! go on. The lock is rewritten every [`REFRESH`] while held; one not
-//! rewritten for [`STALE`] (its run died, or lost the store), or whose
-//! process is gone on this host, is stale: it is removed and ignored.
-//! The window left: a run stopped (suspended, cut off) for longer than
-//! [`STALE`] that then goes on writing.
+//! `.repozo-locks/HOST-PID-RANDOM` (exclusive or not, host, pid, time,
+//! boot and PID namespace), then lists the locks and gives up (removing
+//! its own) if one conflicts: of two runs starting together both may give
+//! up, never both go on. The lock is rewritten every [`REFRESH`] while
+//! held; one not rewritten for [`STALE`] by the store's clock (its run
+//! died, or lost the store), or whose process is gone in this host's boot
+//! and PID namespace, is stale: it is removed and ignored. A backup checks
+//! its lock is still there before it commits
+//! ([`Repository::check_lock`]). The window left: a run stopped
+//! (suspended, cut off) for longer than [`STALE`] that then goes on
+//! uploading objects of its own names, and the moment between that check
+//! and the commit.
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -367,8 +367,14 @@ impl Remote {
     /// The size of the object `name` as the store says now; `None` when
     /// there is none.
     pub fn stat(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.metadata(name)?.map(|m| m.content_length()))
+    }
+
+    /// The metadata of the object `name` as the store says now; `None`
+    /// when there is none.
+    fn metadata(&self, name: &str) -> Result<Option<opendal::Metadata>> {
         match self.rt.block_on(async { self.op.stat(name).await }) {
-            Ok(m) => Ok(Some(m.content_length())),
+            Ok(m) => Ok(Some(m)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.error(&format!("stat {name} of"), e)),
         }
@@ -503,16 +509,15 @@ impl Remote {
     /// epoch by the store's clock; `None` when there is none or the store
     /// does not say.
     pub fn modified(&self, name: &str) -> Result<Option<u64>> {
-        match self.rt.block_on(async { self.op.stat(name).await }) {
-            Ok(m) => Ok(m.last_modified().and_then(|t| {
+        Ok(self
+            .metadata(name)?
+            .and_then(|m| m.last_modified())
+            .and_then(|t| {
                 std::time::SystemTime::from(t)
                     .duration_since(std::time::UNIX_EPOCH)
                     .ok()
                     .map(|d| d.as_secs())
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.error(&format!("stat {name} of"), e)),
-        }
+            }))
     }
 
     /// The object's `s3://` URL, for messages.
