@@ -55,10 +55,12 @@ pub(crate) fn run_s3(env: &Env, args: &[&str], extra: &[(&str, &str)]) -> Output
     exec(cmd)
 }
 
-/// Upload every file of `dir` (recursively) under `prefix` of the bucket,
-/// with the same names, as `aws s3 sync` would.
-pub(crate) fn upload(dir: &Path, prefix: &str) {
-    let g = garage();
+/// An OpenDAL operator on `prefix` of the bucket of the Garage whose
+/// environment is `g`, with a runtime to block on.
+pub(crate) fn operator(
+    g: &BTreeMap<String, String>,
+    prefix: &str,
+) -> (opendal::Operator, tokio::runtime::Runtime) {
     opendal::install_default();
     let op = opendal::Operator::new(
         opendal::services::S3::default()
@@ -74,6 +76,13 @@ pub(crate) fn upload(dir: &Path, prefix: &str) {
         .enable_all()
         .build()
         .unwrap();
+    (op, rt)
+}
+
+/// Upload every file of `dir` (recursively) under `prefix` of the bucket,
+/// with the same names, as `aws s3 sync` would.
+pub(crate) fn upload(dir: &Path, prefix: &str) {
+    let (op, rt) = operator(garage(), prefix);
     for e in walkdir::WalkDir::new(dir).min_depth(1) {
         let e = e.unwrap();
         if !e.file_type().is_file() {

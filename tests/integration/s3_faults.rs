@@ -112,23 +112,7 @@ impl Store {
 
     /// An OpenDAL operator on `prefix` of the bucket, with its runtime.
     fn op(&self, prefix: &str) -> (opendal::Operator, tokio::runtime::Runtime) {
-        let g = &self.env;
-        opendal::install_default();
-        let op = opendal::Operator::new(
-            opendal::services::S3::default()
-                .bucket(&g["REPOZO_S3_BUCKET"])
-                .endpoint(&g["AWS_ENDPOINT_URL"])
-                .region(&g["AWS_REGION"])
-                .access_key_id(&g["AWS_ACCESS_KEY_ID"])
-                .secret_access_key(&g["AWS_SECRET_ACCESS_KEY"])
-                .root(&format!("/{prefix}")),
-        )
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        (op, rt)
+        crate::s3::operator(&self.env, prefix)
     }
 
     /// Every object under `prefix/` (recursively) with its size.

@@ -24,23 +24,28 @@ fn a_repository() -> Env {
     env
 }
 
-fn files_of(env: &Env, rel: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = env.path(rel);
+/// The files under `dir` (recursively) by relative path, with their
+/// bytes; empty when there is no `dir`.
+pub(crate) fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     if !dir.exists() {
         return Vec::new();
     }
-    let mut out: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(&dir)
+    let mut out: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(dir)
         .min_depth(1)
         .into_iter()
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
         .map(|e| {
-            let rel = e.path().strip_prefix(&dir).unwrap().display().to_string();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
             (rel, std::fs::read(e.path()).unwrap())
         })
         .collect();
     out.sort();
     out
+}
+
+fn files_of(env: &Env, rel: &str) -> Vec<(String, Vec<u8>)> {
+    tree(&env.path(rel))
 }
 
 #[test]

@@ -369,21 +369,7 @@ fn unfinished_uploads_under_the_prefix_are_aborted_by_the_next_backup() {
 
 /// The files under `dir/blobs` by path, with their bytes.
 fn store_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let store = dir.join("blobs");
-    if !store.exists() {
-        return Vec::new();
-    }
-    let mut out: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(&store)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let rel = e.path().strip_prefix(&store).unwrap().display().to_string();
-            (rel, std::fs::read(e.path()).unwrap())
-        })
-        .collect();
-    out.sort();
-    out
+    crate::s3_read::tree(&dir.join("blobs"))
 }
 
 #[test]
